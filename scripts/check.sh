@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite: install dependencies, build, run the C unit tests and
+# the functional tests (pytest, real KVM, real qcow2 files, qemu-img as the
+# oracle).  Exits non-zero if anything fails.  With CI=true, a skipped test
+# counts as a failure (tests/functional/conftest.py enforces it per test, and
+# .ci/run double-checks the summaries).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+bash scripts/build.sh
+meson test -C build --suite unit --print-errorlogs
+# Debian's pytest: /usr/bin/python3, not whatever python3 is first on PATH.
+/usr/bin/python3 -m pytest -ra -p no:cacheprovider tests/functional "$@"

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install every Debian package that building, testing, the demo and the
+# benchmarks need.  Idempotent: packages already present are not touched, and
+# apt-get runs only when something is missing.  Needs root (or sudo).
+set -euo pipefail
+
+PACKAGES=(
+    build-essential meson ninja-build pkg-config   # build
+    libjansson-dev zlib1g-dev libzstd-dev          # JSON, compressed clusters
+    libcmocka-dev python3-pytest                   # unit and functional tests
+    qemu-utils qemu-system-x86                     # qemu-img oracle, benchmark peer
+    clang llvm libclang-rt-14-dev                  # libFuzzer and sanitizers
+    clang-format
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+    exit 0
+fi
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then
+    SUDO=sudo
+fi
+echo "install-deps: installing ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,104 @@
+/*
+ * The block graph: every -blockdev / blockdev-add node of one machine.
+ *
+ * A node has a unique node-name, a driver ("file" is the protocol layer;
+ * "raw" and "qcow2" are format layers on top of a "file" child) and a
+ * read-only flag.  Devices (virtio-blk) and the whole-VM snapshot code use
+ * only this interface; driver internals live in file.c, raw.c and qcow2*.c.
+ *
+ * Thread safety: each node has its own lock; calls on one node from several
+ * threads (a vCPU doing virtio-blk I/O, a snapshot job) are serialised.
+ */
+#ifndef SNAPVM_BLOCK_BLOCK_H
+#define SNAPVM_BLOCK_BLOCK_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/error.h"
+
+struct block_graph;
+struct block_node;
+
+struct block_graph *block_graph_new(void);
+/* Flush and close every node, releasing the image locks. */
+void block_graph_free(struct block_graph *graph);
+
+/*
+ * Create a node (and its inline children, e.g. "file": {...}) from the
+ * options of -blockdev / blockdev-add, as a JSON object:
+ *   {"driver": "qcow2", "node-name": "disk0",
+ *    "file": {"driver": "file", "filename": "disk.qcow2"}}
+ * "file" may also be the node-name of an existing node.  Values may be typed
+ * JSON or keyval strings ("read-only": "on").  Errors name the node/option.
+ */
+struct block_node *block_graph_add(struct block_graph *graph, json_t *opts, struct error **errp);
+struct block_node *block_graph_find(struct block_graph *graph, const char *node_name);
+/* Iterate over all nodes in creation order: pass NULL to get the first. */
+struct block_node *block_graph_next(struct block_graph *graph, struct block_node *prev);
+
+const char *block_node_name(const struct block_node *node);
+const char *block_node_driver(const struct block_node *node); /* "file", "raw", "qcow2" */
+const char *block_node_filename(const struct block_node *node);
+struct block_node *block_node_file_child(const struct block_node *node); /* NULL for "file" */
+bool block_node_read_only(const struct block_node *node);
+/* Guest-visible size in bytes (qcow2: the virtual size). */
+uint64_t block_node_length(const struct block_node *node);
+
+int block_pread(struct block_node *node, uint64_t offset, void *buf, size_t len,
+                struct error **errp);
+int block_pwrite(struct block_node *node, uint64_t offset, const void *buf, size_t len,
+                 struct error **errp);
+int block_flush(struct block_node *node, struct error **errp);
+
+/* ---- internal snapshots (qcow2 only) ---- */
+
+/* True if the node's format stores internal snapshots (qcow2). */
+bool block_node_can_snapshot(const struct block_node *node);
+
+struct block_snapshot_info {
+    char id[128];             /* unique id string, e.g. "1" */
+    char name[256];           /* the tag */
+    uint64_t vm_state_size;   /* bytes of vmstate (0: disk-only snapshot) */
+    uint64_t date_sec;        /* wall-clock time of creation */
+    uint32_t date_nsec;
+    uint64_t vm_clock_nsec;   /* guest clock at creation */
+    uint64_t disk_size;       /* virtual disk size when taken */
+};
+
+/* Returns a malloc'd array of *count entries (free with free()). */
+int block_snapshot_list(struct block_node *node, struct block_snapshot_info **list, size_t *count,
+                        struct error **errp);
+/* Find by name (tag) first, then by id.  Returns 0 if found, -1 if not (no error set). */
+int block_snapshot_find(struct block_node *node, const char *name_or_id,
+                        struct block_snapshot_info *out);
+
+/*
+ * vmstate of the snapshot being created.  The vmstate is written into the
+ * active image's vmstate area (past the guest-visible end) *before*
+ * block_snapshot_create(); create then records it (vm_state_size from info)
+ * and drops it from the active state.  If the save fails before create,
+ * block_vmstate_discard() frees whatever was written: no leaked clusters.
+ */
+int block_vmstate_write(struct block_node *node, uint64_t pos, const void *buf, size_t len,
+                        struct error **errp);
+int block_vmstate_discard(struct block_node *node, struct error **errp);
+
+/*
+ * Create a snapshot of the current disk state plus the vmstate written so far.
+ * info->name is the tag; info->id is assigned if empty.  Crash-safe: the
+ * image holds either the old or the new snapshot table, never a mix.
+ */
+int block_snapshot_create(struct block_node *node, struct block_snapshot_info *info,
+                          struct error **errp);
+/* Revert the disk content to the snapshot (the snapshot stays). */
+int block_snapshot_goto(struct block_node *node, const char *name_or_id, struct error **errp);
+int block_snapshot_delete(struct block_node *node, const char *name_or_id, struct error **errp);
+
+/* Read a snapshot's vmstate directly (no goto needed). Reading past vm_state_size is an error. */
+int block_snapshot_vmstate_read(struct block_node *node, const char *name_or_id, uint64_t pos,
+                                void *buf, size_t len, struct error **errp);
+
+#endif
