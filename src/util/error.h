@@ -13,7 +13,7 @@
 #include <stdarg.h>
 
 enum error_class {
-    ERROR_CLASS_GENERIC,          /* "GenericError" */
+    ERROR_CLASS_GENERIC,           /* "GenericError" */
     ERROR_CLASS_COMMAND_NOT_FOUND, /* "CommandNotFound" */
     ERROR_CLASS_DEVICE_NOT_ACTIVE, /* "DeviceNotActive" */
     ERROR_CLASS_DEVICE_NOT_FOUND,  /* "DeviceNotFound" */

@@ -231,7 +231,8 @@ int kv_check_keys(json_t *obj, const char *const *allowed, const char *what, str
 {
     const char *key;
     json_t *value;
-    json_object_foreach(obj, key, value) {
+    json_object_foreach(obj, key, value)
+    {
         bool ok = false;
         for (const char *const *a = allowed; *a; a++) {
             if (!strcmp(*a, key)) {

@@ -54,8 +54,7 @@ int size_parse(const char *str, uint64_t default_unit, uint64_t *out, struct err
     if (*end) {
         int shift = suffix_shift(*end);
         if (shift < 0 || end[1] != '\0') {
-            error_setg(errp, "invalid size '%s': unknown suffix '%s' (use K, M, G or T)", str,
-                       end);
+            error_setg(errp, "invalid size '%s': unknown suffix '%s' (use K, M, G or T)", str, end);
             return -1;
         }
         unit = 1ULL << shift;

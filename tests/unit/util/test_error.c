@@ -45,9 +45,9 @@ static void test_class_names(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_first_error_wins),
-        cmocka_unit_test(test_errno_and_prepend),
-        cmocka_unit_test(test_class_names),
+            cmocka_unit_test(test_first_error_wins),
+            cmocka_unit_test(test_errno_and_prepend),
+            cmocka_unit_test(test_class_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,8 +11,8 @@
 static void test_dotted_nesting(void **state)
 {
     (void)state;
-    json_t *o = keyval_parse(
-            "driver=qcow2,node-name=disk0,file.driver=file,file.filename=a.qcow2", NULL, NULL);
+    json_t *o = keyval_parse("driver=qcow2,node-name=disk0,file.driver=file,file.filename=a.qcow2",
+                             NULL, NULL);
     assert_non_null(o);
     assert_string_equal(json_string_value(json_object_get(o, "driver")), "qcow2");
     json_t *file = json_object_get(o, "file");
@@ -61,8 +61,8 @@ static void test_json_form_and_types(void **state)
 {
     (void)state;
     struct error *err = NULL;
-    json_t *o = keyval_parse_any("{\"read-only\": true, \"size\": 512, \"name\": \"x\"}", NULL,
-                                 &err);
+    json_t *o =
+            keyval_parse_any("{\"read-only\": true, \"size\": 512, \"name\": \"x\"}", NULL, &err);
     assert_non_null(o);
     bool ro = false;
     uint64_t size = 0;
@@ -103,11 +103,11 @@ static void test_sizes_in_strings(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_dotted_nesting),
-        cmocka_unit_test(test_comma_escape_and_implied),
-        cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_json_form_and_types),
-        cmocka_unit_test(test_sizes_in_strings),
+            cmocka_unit_test(test_dotted_nesting),
+            cmocka_unit_test(test_comma_escape_and_implied),
+            cmocka_unit_test(test_errors),
+            cmocka_unit_test(test_json_form_and_types),
+            cmocka_unit_test(test_sizes_in_strings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -61,10 +61,10 @@ static void test_format(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_suffixes),
-        cmocka_unit_test(test_default_unit),
-        cmocka_unit_test(test_errors_name_input),
-        cmocka_unit_test(test_format),
+            cmocka_unit_test(test_suffixes),
+            cmocka_unit_test(test_default_unit),
+            cmocka_unit_test(test_errors_name_input),
+            cmocka_unit_test(test_format),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,166 @@
+/* Unit tests for the vmstate header and device-record format. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "snapshot/vmstate.h"
+
+static struct vmstate_header sample_header(void)
+{
+    struct vmstate_header h = {
+            .page_size = VMSTATE_PAGE_SIZE,
+            .ram_size = 128ULL << 20,
+            .vcpu_count = 2,
+            .vm_clock_ns = 123456789,
+            .devices_offset = VMSTATE_HEADER_SIZE,
+            .devices_size = 10000,
+            .devices_crc = 0xdeadbeef,
+            .ram_pages_written = 77,
+    };
+    h.ram_offset = vmstate_ram_offset(h.devices_size);
+    return h;
+}
+
+static void expect_decode_error(const uint8_t *buf, size_t len, uint64_t vm_state_size,
+                                const char *needle)
+{
+    struct vmstate_header out;
+    struct error *err = NULL;
+    assert_int_equal(vmstate_header_decode(buf, len, vm_state_size, &out, "snapshot 'a'", &err),
+                     -1);
+    assert_non_null(err);
+    if (!strstr(err->message, needle) || !strstr(err->message, "snapshot 'a'")) {
+        fail_msg("message '%s' lacks '%s'", err->message, needle);
+    }
+    error_free(err);
+}
+
+static void test_header_roundtrip(void **state)
+{
+    (void)state;
+    struct vmstate_header h = sample_header();
+    uint8_t buf[VMSTATE_HEADER_SIZE];
+    vmstate_header_encode(&h, buf);
+    struct vmstate_header out;
+    assert_int_equal(
+            vmstate_header_decode(buf, sizeof(buf), vmstate_total_size(&h), &out, "x", NULL), 0);
+    assert_int_equal(out.ram_size, h.ram_size);
+    assert_int_equal(out.vcpu_count, 2);
+    assert_int_equal(out.vm_clock_ns, h.vm_clock_ns);
+    assert_int_equal(out.devices_crc, 0xdeadbeef);
+    assert_int_equal(out.ram_offset, 2u << 20);
+    assert_int_equal(out.ram_pages_written, 77);
+}
+
+static void test_ram_offset_alignment(void **state)
+{
+    (void)state;
+    assert_int_equal(vmstate_ram_offset(0), VMSTATE_RAM_ALIGN);
+    assert_int_equal(vmstate_ram_offset(VMSTATE_RAM_ALIGN - VMSTATE_HEADER_SIZE),
+                     VMSTATE_RAM_ALIGN);
+    assert_int_equal(vmstate_ram_offset(VMSTATE_RAM_ALIGN), 2 * VMSTATE_RAM_ALIGN);
+}
+
+static void test_rejects_foreign_and_corrupt(void **state)
+{
+    (void)state;
+    struct vmstate_header h = sample_header();
+    uint8_t buf[VMSTATE_HEADER_SIZE];
+    uint64_t size = vmstate_total_size(&h);
+
+    uint8_t qemu[VMSTATE_HEADER_SIZE] = {'Q', 'E', 'V', 'M', 0, 0, 0, 3};
+    expect_decode_error(qemu, sizeof(qemu), size, "written by QEMU");
+
+    uint8_t zeros[VMSTATE_HEADER_SIZE] = {0};
+    expect_decode_error(zeros, sizeof(zeros), size, "not written by snapvm");
+
+    vmstate_header_encode(&h, buf);
+    expect_decode_error(buf, 10, size, "not written by snapvm");
+    buf[30] ^= 1;
+    expect_decode_error(buf, sizeof(buf), size, "checksum mismatch");
+
+    vmstate_header_encode(&h, buf);
+    buf[8] = 9;
+    expect_decode_error(buf, sizeof(buf), size, "version 9");
+
+    vmstate_header_encode(&h, buf);
+    expect_decode_error(buf, sizeof(buf), size - 4096, "truncated");
+
+    h.ram_offset += 4096;
+    vmstate_header_encode(&h, buf);
+    expect_decode_error(buf, sizeof(buf), size + 4096, "RAM section");
+}
+
+static void test_records_roundtrip(void **state)
+{
+    (void)state;
+    struct byte_buf b;
+    buf_init(&b);
+    vmstate_record_add(&b, "cpu/0", 1, "abcd", 4);
+    vmstate_record_add(&b, "serial0", 2, "", 0);
+    vmstate_record_add(&b, "virtio-blk/disk0", 3, "xyz", 3);
+    struct vmstate_record *recs = NULL;
+    size_t n = 0;
+    assert_int_equal(vmstate_records_parse(b.data, b.len, &recs, &n, "x", NULL), 0);
+    assert_int_equal(n, 3);
+    const struct vmstate_record *r = vmstate_record_find(recs, n, "virtio-blk/disk0");
+    assert_non_null(r);
+    assert_int_equal(r->version, 3);
+    assert_int_equal(r->len, 3);
+    assert_memory_equal(r->data, "xyz", 3);
+    assert_null(vmstate_record_find(recs, n, "cpu/1"));
+    free(recs);
+    buf_free(&b);
+}
+
+static void expect_records_error(struct byte_buf *b, const char *needle)
+{
+    struct vmstate_record *recs = NULL;
+    size_t n = 0;
+    struct error *err = NULL;
+    assert_int_equal(vmstate_records_parse(b->data, b->len, &recs, &n, "snap", &err), -1);
+    if (!strstr(err->message, needle)) {
+        fail_msg("message '%s' lacks '%s'", err->message, needle);
+    }
+    error_free(err);
+}
+
+static void test_records_reject_malformed(void **state)
+{
+    (void)state;
+    struct byte_buf b;
+    buf_init(&b);
+    vmstate_record_add(&b, "cpu/0", 1, "abcd", 4);
+    vmstate_record_add(&b, "cpu/0", 1, "abcd", 4);
+    expect_records_error(&b, "two records for 'cpu/0'");
+
+    buf_reset(&b);
+    vmstate_record_add(&b, "cpu/0", 1, "abcd", 4);
+    b.len -= 1; /* truncate the payload */
+    expect_records_error(&b, "'cpu/0' is truncated");
+
+    buf_reset(&b);
+    vmstate_record_add(&b, "bad id", 1, "", 0);
+    expect_records_error(&b, "invalid id");
+
+    buf_reset(&b);
+    buf_put_u16(&b, 200); /* id longer than the section */
+    expect_records_error(&b, "invalid id");
+    buf_free(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+            cmocka_unit_test(test_header_roundtrip),
+            cmocka_unit_test(test_ram_offset_alignment),
+            cmocka_unit_test(test_rejects_foreign_and_corrupt),
+            cmocka_unit_test(test_records_roundtrip),
+            cmocka_unit_test(test_records_reject_malformed),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
