@@ -59,13 +59,13 @@ int block_flush(struct block_node *node, struct error **errp);
 bool block_node_can_snapshot(const struct block_node *node);
 
 struct block_snapshot_info {
-    char id[128];             /* unique id string, e.g. "1" */
-    char name[256];           /* the tag */
-    uint64_t vm_state_size;   /* bytes of vmstate (0: disk-only snapshot) */
-    uint64_t date_sec;        /* wall-clock time of creation */
+    char id[128];           /* unique id string, e.g. "1" */
+    char name[256];         /* the tag */
+    uint64_t vm_state_size; /* bytes of vmstate (0: disk-only snapshot) */
+    uint64_t date_sec;      /* wall-clock time of creation */
     uint32_t date_nsec;
-    uint64_t vm_clock_nsec;   /* guest clock at creation */
-    uint64_t disk_size;       /* virtual disk size when taken */
+    uint64_t vm_clock_nsec; /* guest clock at creation */
+    uint64_t disk_size;     /* virtual disk size when taken */
 };
 
 /* Returns a malloc'd array of *count entries (free with free()). */
@@ -100,5 +100,57 @@ int block_snapshot_delete(struct block_node *node, const char *name_or_id, struc
 /* Read a snapshot's vmstate directly (no goto needed). Reading past vm_state_size is an error. */
 int block_snapshot_vmstate_read(struct block_node *node, const char *name_or_id, uint64_t pos,
                                 void *buf, size_t len, struct error **errp);
+
+/*
+ * Read back the vmstate being written (the active image's vmstate area),
+ * e.g. to verify a save before block_snapshot_create().  Unwritten parts
+ * read as zeros.
+ */
+int block_vmstate_read(struct block_node *node, uint64_t pos, void *buf, size_t len,
+                       struct error **errp);
+
+/* ---- mapping a snapshot's vmstate straight into memory ("instant restore") ---- */
+
+enum block_extent_kind {
+    BLOCK_EXTENT_DATA,       /* bytes live at host_offset in block_node_host_fd() */
+    BLOCK_EXTENT_ZERO,       /* reads as zeros; nothing stored */
+    BLOCK_EXTENT_UNMAPPABLE, /* stored, but not as plain bytes (compressed): use
+                                block_snapshot_vmstate_read() */
+};
+
+struct block_extent {
+    uint64_t pos;         /* offset within the vmstate */
+    uint64_t len;         /* bytes */
+    uint64_t host_offset; /* BLOCK_EXTENT_DATA only: offset in the host file */
+    enum block_extent_kind kind;
+};
+
+/*
+ * Describe where bytes [pos, pos + len) of a snapshot's vmstate live, as a
+ * malloc'd array of *count extents (free with free()) that exactly cover the
+ * range in order; adjacent clusters that are contiguous in the host file are
+ * merged into one DATA extent.  The range must lie within vm_state_size
+ * (the tail of the last cluster is included up to vm_state_size only).
+ *
+ * DATA extents of a snapshot stay valid and unchanged for as long as the
+ * snapshot exists: the clusters belong to the snapshot alone (the active
+ * image never references a vmstate), so nothing writes them in place.  With
+ * a cluster size of at least the page size, DATA host offsets that start at
+ * a cluster boundary are page-aligned, so pages can be mmap()ed (MAP_PRIVATE)
+ * from block_node_host_fd().
+ */
+int block_snapshot_vmstate_map(struct block_node *node, const char *name_or_id, uint64_t pos,
+                               uint64_t len, struct block_extent **extents, size_t *count,
+                               struct error **errp);
+
+/*
+ * The host file descriptor under a node (the "file" node at the bottom of
+ * its chain), for mmap() of DATA extents; -1 if none.  Borrowed: valid until
+ * the graph is freed; do not close it.
+ */
+int block_node_host_fd(struct block_node *node);
+
+/* Cluster size of a qcow2 node (0 for other drivers). */
+uint32_t block_node_cluster_size(const struct block_node *node);
 
 #endif
