@@ -1,15 +1,509 @@
-/* qcow2: placeholder until the driver lands. */
-#include "block/block-int.h"
+/*
+ * The qcow2 format driver: opening an image (header and header-extension
+ * parsing with every field validated against the file, so that a corrupt or
+ * hostile image yields an error, never a crash), in-place header updates,
+ * guest reads/writes and flush.  Mapping, refcounts and snapshots live in
+ * qcow2-cluster.c, qcow2-refcount.c and qcow2-snapshot.c.
+ *
+ * snapvm updates refcounts eagerly even on lazy_refcounts images (allowed:
+ * lazy refcounts are a compatible feature), so it never sets the dirty bit.
+ * An image whose dirty bit is set (left by QEMU with lazy refcounts) may be
+ * read but not written until `qemu-img check -r all` has repaired it.
+ * Header extensions are never rewritten: snapvm only updates fixed header
+ * fields in place, so unknown extensions stay intact byte for byte.
+ */
+#include "block/qcow2.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zstd.h>
+
+#include "util/keyval.h"
+
+#define L2_CACHE_ENTRIES 64
+#define RB_CACHE_ENTRIES 16
+
+static const char *const qcow2_opts[] = {
+        "file",
+        "backing",
+        "lazy-refcounts",
+        "cache-size",
+        "l2-cache-size",
+        "refcount-cache-size",
+        "cache-clean-interval",
+        "discard-no-unref",
+        NULL,
+};
+
+/* ---- helpers used by the other qcow2 files ---- */
+
+int qcow2_barrier(struct qcow2_state *s, struct error **errp)
+{
+    s->unflushed_refcounts = false;
+    return bdrv_child_flush(s->file, errp);
+}
+
+int qcow2_file_pread(struct qcow2_state *s, uint64_t off, void *buf, size_t len,
+                     struct error **errp)
+{
+    return bdrv_child_pread(s->file, off, buf, len, errp);
+}
+
+int qcow2_file_pwrite(struct qcow2_state *s, uint64_t off, const void *buf, size_t len,
+                      struct error **errp)
+{
+    return bdrv_child_pwrite(s->file, off, buf, len, errp);
+}
+
+int qcow2_write_header_field(struct qcow2_state *s, uint64_t off, const void *buf, size_t len,
+                             struct error **errp)
+{
+    /* Every field group snapvm switches lies in the first 512-byte sector,
+     * so the write is atomic with respect to power loss. */
+    return bdrv_child_pwrite(s->file, off, buf, len, errp);
+}
+
+int qcow2_write_table(struct qcow2_state *s, uint64_t off, const uint64_t *table, size_t n,
+                      uint64_t bytes, struct error **errp)
+{
+    uint8_t *buf = calloc(1, bytes ? bytes : 1);
+    if (!buf) {
+        abort();
+    }
+    for (size_t i = 0; i < n && (i + 1) * 8 <= bytes; i++) {
+        be64_put(buf + i * 8, table[i]);
+    }
+    int rc = qcow2_file_pwrite(s, off, buf, bytes, errp);
+    free(buf);
+    return rc;
+}
+
+int qcow2_read_table(struct qcow2_state *s, uint64_t off, uint64_t *table, size_t n,
+                     struct error **errp)
+{
+    uint8_t *buf = malloc(n ? n * 8 : 1);
+    if (!buf) {
+        abort();
+    }
+    int rc = qcow2_file_pread(s, off, buf, n * 8, errp);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        table[i] = be64_get(buf + i * 8);
+    }
+    free(buf);
+    return rc;
+}
+
+/* ---- open ---- */
+
+struct header_ext_info {
+    char backing_fmt[32];
+    const uint8_t *feature_table;
+    uint32_t feature_table_len;
+};
+
+static const char *feature_name(const struct header_ext_info *x, int type, int bit)
+{
+    static const char *const known[] = {"dirty bit", "corrupt bit", "external data file",
+                                        "compression type", "extended L2 entries"};
+    for (uint32_t i = 0; i + 48 <= x->feature_table_len; i += 48) {
+        const uint8_t *f = x->feature_table + i;
+        if (f[0] == type && f[1] == bit) {
+            static __thread char name[47];
+            memcpy(name, f + 2, 46);
+            name[46] = 0;
+            return name;
+        }
+    }
+    return type == 0 && bit < 5 ? known[bit] : "unknown feature";
+}
+
+static int parse_extensions(struct qcow2_state *s, const uint8_t *hdr, uint64_t start, uint64_t end,
+                            struct header_ext_info *x, struct error **errp)
+{
+    uint64_t p = start;
+    while (p + 8 <= end) {
+        uint32_t type = be32_get(hdr + p), len = be32_get(hdr + p + 4);
+        if (type == 0) {
+            return 0;
+        }
+        if (len > end - p - 8) {
+            error_setg(errp, "header extension %#x (%u bytes) runs past the header cluster", type,
+                       len);
+            return -1;
+        }
+        const uint8_t *data = hdr + p + 8;
+        if (type == QCOW2_EXT_BACKING_FORMAT) {
+            if (len >= sizeof(x->backing_fmt)) {
+                error_setg(errp, "backing format name is too long (%u bytes)", len);
+                return -1;
+            }
+            memcpy(x->backing_fmt, data, len);
+            x->backing_fmt[len] = 0;
+        } else if (type == QCOW2_EXT_FEATURE_TABLE) {
+            x->feature_table = data;
+            x->feature_table_len = len;
+        } else if (type == QCOW2_EXT_DATA_FILE) {
+            error_setg(errp, "images with an external data file are not supported");
+            return -1;
+        }
+        p += 8 + ((len + 7ull) & ~7ull);
+    }
+    (void)s;
+    return 0;
+}
+
+static int check_features(struct qcow2_state *s, const struct header_ext_info *x,
+                          const char *filename, struct error **errp)
+{
+    uint64_t supported = QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT | QCOW2_INCOMPAT_COMPRESSION;
+    uint64_t bad = s->incompat & ~supported;
+    if (bad) {
+        int bit = __builtin_ctzll(bad);
+        error_setg(errp, "'%s' uses an unsupported incompatible feature: %s (bit %d)", filename,
+                   feature_name(x, 0, bit), bit);
+        return -1;
+    }
+    if (!!(s->incompat & QCOW2_INCOMPAT_COMPRESSION) != (s->compression_type != 0)) {
+        error_setg(errp, "'%s': compression type %u contradicts the compression type bit", filename,
+                   s->compression_type);
+        return -1;
+    }
+    if (s->compression_type > 1) {
+        error_setg(errp, "'%s': unknown compression type %u", filename, s->compression_type);
+        return -1;
+    }
+    if (s->node->read_only) {
+        return 0;
+    }
+    if (s->incompat & QCOW2_INCOMPAT_CORRUPT) {
+        error_setg(errp,
+                   "'%s' is marked corrupt; open it read-only or repair it with "
+                   "'qemu-img check -r all'",
+                   filename);
+        return -1;
+    }
+    if (s->incompat & QCOW2_INCOMPAT_DIRTY) {
+        error_setg(errp,
+                   "'%s' was not closed cleanly (dirty bit set: its lazy refcounts are "
+                   "stale); repair it with 'qemu-img check -r all' first, or open it read-only",
+                   filename);
+        return -1;
+    }
+    return 0;
+}
+
+/* Fixed-header fields: validate each against the file before using it. */
+static int parse_header(struct qcow2_state *s, const uint8_t *h, uint64_t hlen, uint64_t fsize,
+                        const char *fn, struct error **errp)
+{
+    if (hlen < 72 || be32_get(h) != QCOW2_MAGIC) {
+        error_setg(errp, "'%s' is not a qcow2 image (bad magic)", fn);
+        return -1;
+    }
+    s->version = be32_get(h + 4);
+    if (s->version != 2 && s->version != 3) {
+        error_setg(errp, "'%s': unsupported qcow2 version %u", fn, s->version);
+        return -1;
+    }
+    s->cluster_bits = be32_get(h + 20);
+    if (s->cluster_bits < 9 || s->cluster_bits > 21) {
+        error_setg(errp, "'%s': cluster_bits %u is outside 9..21 (512 B to 2 MiB)", fn,
+                   s->cluster_bits);
+        return -1;
+    }
+    s->cluster_size = 1ull << s->cluster_bits;
+    s->l2_bits = s->cluster_bits - 3;
+    s->l2_entries = 1ull << s->l2_bits;
+    s->size = be64_get(h + 24);
+    if (be32_get(h + 32) != 0) {
+        error_setg(errp, "'%s' is encrypted; encrypted images are not supported", fn);
+        return -1;
+    }
+    s->l1_size = be32_get(h + 36);
+    s->l1_offset = be64_get(h + 40);
+    s->reftable_offset = be64_get(h + 48);
+    s->reftable_clusters = be32_get(h + 56);
+    s->nb_snapshots = be32_get(h + 60);
+    s->snapshots_offset = be64_get(h + 64);
+    s->refcount_order = 4;
+    s->header_length = 72;
+    if (s->version == 3) {
+        if (hlen < 104) {
+            error_setg(errp, "'%s': truncated version 3 header", fn);
+            return -1;
+        }
+        s->incompat = be64_get(h + 72);
+        s->compat = be64_get(h + 80);
+        s->autoclear = be64_get(h + 88);
+        s->refcount_order = be32_get(h + 96);
+        s->header_length = be32_get(h + 100);
+        if (s->header_length < 104 || s->header_length % 8 || s->header_length > s->cluster_size ||
+            s->header_length > hlen) {
+            error_setg(errp, "'%s': invalid header_length %u", fn, s->header_length);
+            return -1;
+        }
+        if (s->header_length > 104) {
+            s->compression_type = h[104];
+        }
+    }
+    if (s->refcount_order > 6) {
+        error_setg(errp, "'%s': refcount_order %u exceeds 6 (64-bit refcounts)", fn,
+                   s->refcount_order);
+        return -1;
+    }
+    /* Tables must be cluster-aligned and lie inside the file. */
+    uint64_t l2_span = 1ull << (s->cluster_bits + s->l2_bits);
+    if (s->size > (1ull << 62) || (uint64_t)s->l1_size * 8 > QCOW2_MAX_L1_BYTES ||
+        (s->size + l2_span - 1) / l2_span > s->l1_size) {
+        error_setg(errp, "'%s': L1 table size %u does not fit the disk size %llu", fn, s->l1_size,
+                   (unsigned long long)s->size);
+        return -1;
+    }
+    if ((s->l1_offset & (s->cluster_size - 1)) ||
+        (s->l1_size && (s->l1_offset == 0 || s->l1_offset > fsize ||
+                        (uint64_t)s->l1_size * 8 > fsize - s->l1_offset))) {
+        error_setg(errp, "'%s': L1 table offset %#llx is invalid or beyond the end of the file", fn,
+                   (unsigned long long)s->l1_offset);
+        return -1;
+    }
+    uint64_t rt_bytes = (uint64_t)s->reftable_clusters << s->cluster_bits;
+    if ((s->reftable_offset & (s->cluster_size - 1)) || s->reftable_clusters == 0 ||
+        rt_bytes > QCOW2_MAX_REFTABLE_BYTES || s->reftable_offset == 0 ||
+        s->reftable_offset > fsize || rt_bytes > fsize - s->reftable_offset) {
+        error_setg(errp,
+                   "'%s': refcount table (offset %#llx, %u clusters) is invalid or beyond the "
+                   "end of the file",
+                   fn, (unsigned long long)s->reftable_offset, s->reftable_clusters);
+        return -1;
+    }
+    if (s->nb_snapshots > QCOW2_MAX_SNAPSHOTS ||
+        (s->nb_snapshots && ((s->snapshots_offset & (s->cluster_size - 1)) ||
+                             s->snapshots_offset == 0 || s->snapshots_offset >= fsize))) {
+        error_setg(errp, "'%s': snapshot table (offset %#llx, %u entries) is invalid", fn,
+                   (unsigned long long)s->snapshots_offset, s->nb_snapshots);
+        return -1;
+    }
+    s->l1_vm_state_index = (uint32_t)((s->size + l2_span - 1) / l2_span);
+    s->csize_shift = 62 - (s->cluster_bits - 8);
+    s->csize_mask = (1ull << (s->cluster_bits - 8)) - 1;
+    s->cluster_offset_mask = (1ull << s->csize_shift) - 1;
+    return 0;
+}
+
+static int open_backing(struct qcow2_state *s, const uint8_t *h, json_t *opts,
+                        const struct header_ext_info *x, int depth, struct error **errp)
+{
+    json_t *b = json_object_get(opts, "backing");
+    uint64_t off = be64_get(h + 8);
+    uint32_t len = be32_get(h + 16);
+    if (!off || (b && json_is_null(b))) {
+        return 0;
+    }
+    if (b) {
+        error_setg(errp, "option 'backing' supports only null (no backing file)");
+        return -1;
+    }
+    if (len == 0 || len > 1023 || off > s->cluster_size || len > s->cluster_size - off) {
+        error_setg(errp, "invalid backing file name (offset %#llx, length %u)",
+                   (unsigned long long)off, len);
+        return -1;
+    }
+    char name[1024];
+    memcpy(name, h + off, len);
+    name[len] = 0;
+    if (memchr(name, 0, len)) {
+        error_setg(errp, "invalid backing file name (contains a NUL byte)");
+        return -1;
+    }
+    /* A relative name is relative to the directory of the image. */
+    char path[4096];
+    const char *slash = strrchr(s->node->filename, '/');
+    if (name[0] != '/' && slash) {
+        snprintf(path, sizeof(path), "%.*s/%s", (int)(slash - s->node->filename), s->node->filename,
+                 name);
+    } else {
+        snprintf(path, sizeof(path), "%s", name);
+    }
+    s->backing = block_open_backing(s->node, path, x->backing_fmt[0] ? x->backing_fmt : NULL,
+                                    depth + 1, errp);
+    if (!s->backing) {
+        error_prepend(errp, "backing file of '%s'", s->node->filename);
+        return -1;
+    }
+    return 0;
+}
+
+static void qcow2_free_state(struct qcow2_state *s)
+{
+    if (!s) {
+        return;
+    }
+    block_node_close_private(s->backing);
+    qcow2_cache_destroy(&s->l2_cache);
+    qcow2_cache_destroy(&s->rb_cache);
+    qcow2_free_snapshots(s->snaps, s->nb_snapshots);
+    free(s->l1);
+    free(s->reftable);
+    free(s->cbuf);
+    free(s->dbuf);
+    free(s);
+}
+
+/* Clear autoclear bits we do not maintain (bitmaps): required before writing. */
+static int clear_autoclear(struct qcow2_state *s, struct error **errp)
+{
+    if (s->node->read_only || s->version < 3 || s->autoclear == 0) {
+        return 0;
+    }
+    uint8_t z[8] = {0};
+    if (qcow2_write_header_field(s, QCOW2_HDR_AUTOCLEAR, z, 8, errp) < 0 ||
+        qcow2_barrier(s, errp) < 0) {
+        return -1;
+    }
+    s->autoclear = 0;
+    return 0;
+}
+
+static int load_l1(struct qcow2_state *s, struct error **errp)
+{
+    s->l1 = calloc(s->l1_size ? s->l1_size : 1, sizeof(uint64_t));
+    if (!s->l1) {
+        abort();
+    }
+    if (s->l1_size && qcow2_read_table(s, s->l1_offset, s->l1, s->l1_size, errp) < 0) {
+        return -1;
+    }
+    uint64_t fsize = file_node_size(s->file);
+    for (uint32_t i = 0; i < s->l1_size; i++) {
+        uint64_t off = s->l1[i] & L1E_OFFSET_MASK;
+        if ((off & (s->cluster_size - 1)) || (off && off + s->cluster_size > fsize)) {
+            error_setg(errp, "L1 entry %u points to an L2 table at %#llx outside the file", i,
+                       (unsigned long long)off);
+            return -1;
+        }
+    }
+    return 0;
+}
 
 static int qcow2_open(struct block_node *node, json_t *opts, struct error **errp)
 {
-    (void)node;
-    (void)opts;
-    error_setg(errp, "qcow2 is not supported yet");
+    const char *fn = node->filename;
+    struct qcow2_state *s = calloc(1, sizeof(*s));
+    if (!s) {
+        abort();
+    }
+    s->node = node;
+    s->file = node->file;
+    json_t *depth_j = json_object_get(opts, "#depth");
+    int depth = depth_j ? (int)json_integer_value(depth_j) : 0;
+    uint64_t fsize = file_node_size(s->file);
+    uint64_t hlen = fsize < (2u << 20) ? fsize : (2u << 20);
+    uint8_t *h = calloc(1, hlen > 104 ? hlen : 104);
+    struct header_ext_info x;
+    memset(&x, 0, sizeof(x));
+    if (!h) {
+        abort();
+    }
+    if (hlen < 72) {
+        error_setg(errp, "'%s' is not a qcow2 image (only %llu bytes)", fn,
+                   (unsigned long long)fsize);
+        goto fail;
+    }
+    if (qcow2_file_pread(s, 0, h, hlen, errp) < 0 ||
+        parse_header(s, h, hlen, fsize, fn, errp) < 0) {
+        goto fail;
+    }
+    uint64_t hdr_end = s->cluster_size < hlen ? s->cluster_size : hlen;
+    uint64_t bf = be64_get(h + 8);
+    if (bf && bf > s->header_length && bf < hdr_end) {
+        hdr_end = bf;
+    }
+    if (parse_extensions(s, h, s->header_length, hdr_end, &x, errp) < 0 ||
+        check_features(s, &x, fn, errp) < 0) {
+        goto fail;
+    }
+    qcow2_cache_init(&s->l2_cache, "L2 table", L2_CACHE_ENTRIES);
+    qcow2_cache_init(&s->rb_cache, "refcount block", RB_CACHE_ENTRIES);
+    s->cbuf = malloc(s->cluster_size * 2 + 512);
+    s->dbuf = malloc(s->cluster_size);
+    if (!s->cbuf || !s->dbuf) {
+        abort();
+    }
+    if (load_l1(s, errp) < 0 || qcow2_refcount_init(s, errp) < 0 ||
+        qcow2_read_snapshots(s, errp) < 0 || open_backing(s, h, opts, &x, depth, errp) < 0 ||
+        clear_autoclear(s, errp) < 0) {
+        goto fail;
+    }
+    s->free_hint = 0;
+    free(h);
+    node->opaque = s;
+    return 0;
+fail:
+    free(h);
+    qcow2_free_state(s);
     return -1;
+}
+
+static void qcow2_close(struct block_node *node)
+{
+    struct qcow2_state *s = node->opaque;
+    if (s && !node->read_only) {
+        qcow2_barrier(s, NULL);
+    }
+    qcow2_free_state(s);
+    node->opaque = NULL;
+}
+
+static uint64_t qcow2_length(struct block_node *node)
+{
+    struct qcow2_state *s = node->opaque;
+    return s->size;
+}
+
+static int qcow2_pread(struct block_node *node, uint64_t off, void *buf, size_t len,
+                       struct error **errp)
+{
+    struct qcow2_state *s = node->opaque;
+    return qcow2_read_l1(s, s->l1, s->l1_size, off, buf, len, true, errp);
+}
+
+static int qcow2_pwrite(struct block_node *node, uint64_t off, const void *buf, size_t len,
+                        struct error **errp)
+{
+    struct qcow2_state *s = node->opaque;
+    return qcow2_write_active(s, off, buf, len, errp);
+}
+
+static int qcow2_flush(struct block_node *node, struct error **errp)
+{
+    struct qcow2_state *s = node->opaque;
+    return qcow2_barrier(s, errp);
+}
+
+static uint32_t qcow2_cluster_size(const struct block_node *node)
+{
+    const struct qcow2_state *s = node->opaque;
+    return (uint32_t)s->cluster_size;
 }
 
 const struct block_driver block_driver_qcow2 = {
         .name = "qcow2",
+        .extra_opts = qcow2_opts,
         .open = qcow2_open,
+        .close = qcow2_close,
+        .length = qcow2_length,
+        .pread = qcow2_pread,
+        .pwrite = qcow2_pwrite,
+        .flush = qcow2_flush,
+        .cluster_size = qcow2_cluster_size,
+        .snapshot_list = qcow2_snapshot_list,
+        .snapshot_create = qcow2_snapshot_create,
+        .snapshot_goto = qcow2_snapshot_goto,
+        .snapshot_delete = qcow2_snapshot_delete,
+        .vmstate_write = qcow2_vmstate_write,
+        .vmstate_read = qcow2_vmstate_read,
+        .vmstate_discard = qcow2_vmstate_discard,
+        .snapshot_vmstate_read = qcow2_snapshot_vmstate_read,
+        .snapshot_vmstate_map = qcow2_snapshot_vmstate_map,
 };
