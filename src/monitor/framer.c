@@ -1,0 +1,155 @@
+/*
+ * The QMP input framer (see framer.h).  A message ends when its outermost
+ * brace, bracket or string closes, or, for a bare number or literal, at the
+ * first delimiter after it; jansson then parses exactly those bytes.
+ */
+#include "monitor/framer.h"
+
+#include <string.h>
+
+void framer_init(struct framer *f)
+{
+    memset(f, 0, sizeof(*f));
+    buf_init(&f->buf);
+}
+
+void framer_destroy(struct framer *f)
+{
+    buf_free(&f->buf);
+}
+
+void framer_append(struct framer *f, const void *data, size_t len)
+{
+    buf_append(&f->buf, data, len);
+}
+
+size_t framer_buffered(const struct framer *f)
+{
+    return f->buf.len;
+}
+
+static void consume(struct framer *f, size_t n)
+{
+    memmove(f->buf.data, f->buf.data + n, f->buf.len - n);
+    f->buf.len -= n;
+    f->pos -= n;
+}
+
+static void reset_message(struct framer *f)
+{
+    f->depth = 0;
+    f->in_frame = f->in_string = f->escape = f->scalar = f->discarding = false;
+    f->total = 0;
+}
+
+static bool is_space(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* QMP's parser-reset trigger: control characters other than whitespace, 0xFF. */
+static bool is_lexical_error(unsigned char c)
+{
+    return (c < 0x20 && !is_space(c)) || c == 0xFF;
+}
+
+/*
+ * Scan one byte of a message.  Returns true when the message ends with the
+ * bytes before f->pos (after this call), i.e. the frame is [0, f->pos).
+ */
+static bool scan_byte(struct framer *f, unsigned char c)
+{
+    if (f->scalar) {
+        if (is_space(c) || strchr("{}[]\",:", c)) {
+            return true; /* the delimiter belongs to the next message */
+        }
+        f->pos++;
+        return false;
+    }
+    f->pos++;
+    if (f->in_string) {
+        if (f->escape) {
+            f->escape = false;
+        } else if (c == '\\') {
+            f->escape = true;
+        } else if (c == '"') {
+            f->in_string = false;
+            return f->depth == 0;
+        }
+        return false;
+    }
+    switch (c) {
+    case '"':
+        f->in_string = true;
+        return false;
+    case '{':
+    case '[':
+        f->depth++;
+        return false;
+    case '}':
+    case ']':
+        /* A stray closer is a one-byte message that jansson rejects. */
+        return f->depth == 0 || --f->depth == 0;
+    default:
+        f->scalar = f->depth == 0;
+        return false;
+    }
+}
+
+static enum framer_result lexical_error(struct framer *f, unsigned char c, struct error **errp)
+{
+    f->pos++; /* drop everything up to and including the bad byte */
+    consume(f, f->pos);
+    reset_message(f);
+    error_setg(errp, "JSON parse error, invalid character 0x%02x", c);
+    return FRAMER_ERROR;
+}
+
+enum framer_result framer_next(struct framer *f, const char **frame, size_t *len,
+                               struct error **errp)
+{
+    consume(f, f->drop);
+    f->drop = 0;
+    while (f->pos < f->buf.len) {
+        unsigned char c = f->buf.data[f->pos];
+        if (is_lexical_error(c)) {
+            return lexical_error(f, c, errp);
+        }
+        if (!f->in_frame) {
+            if (is_space(c)) {
+                f->pos++;
+                continue;
+            }
+            consume(f, f->pos); /* the message starts at offset 0 */
+            f->in_frame = true;
+        }
+        size_t before = f->pos;
+        bool end = scan_byte(f, c);
+        f->total += f->pos - before;
+        if (end) {
+            bool skipped = f->discarding;
+            size_t n = f->pos;
+            reset_message(f);
+            if (skipped) {
+                consume(f, n);
+                continue;
+            }
+            *frame = (const char *)f->buf.data;
+            *len = n;
+            f->drop = n;
+            return FRAMER_FRAME;
+        }
+        if (!f->discarding && (f->total > QMP_MAX_MESSAGE || f->depth > QMP_MAX_DEPTH)) {
+            f->discarding = true;
+            error_setg(errp, "JSON parse error, message exceeds %s",
+                       f->depth > QMP_MAX_DEPTH ? "the nesting limit of 1024"
+                                                : "the size limit of 1048576 bytes");
+            consume(f, f->pos);
+            return FRAMER_ERROR;
+        }
+    }
+    if (!f->in_frame || f->discarding) {
+        consume(f, f->pos);
+    }
+    return FRAMER_NEED_MORE;
+}

@@ -1,0 +1,50 @@
+/*
+ * QMP input framing: splits a client's byte stream into complete top-level
+ * JSON values, so that several messages in one read and one message split
+ * over many reads both work.  It only tracks nesting, strings and escapes;
+ * parsing proper is jansson's job once a frame is complete.
+ *
+ * Errors leave the framer ready for the next message: an over-long message
+ * is skipped to its end, and a control character (QMP's way for a client to
+ * reset the server's parser) drops the partial message.
+ */
+#ifndef SNAPVM_MONITOR_FRAMER_H
+#define SNAPVM_MONITOR_FRAMER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "util/buf.h"
+#include "util/error.h"
+
+#define QMP_MAX_MESSAGE (1u << 20) /* bytes of one message */
+#define QMP_MAX_DEPTH   1024       /* nesting of one message */
+
+struct framer {
+    struct byte_buf buf; /* unconsumed input; a frame in progress starts at 0 */
+    size_t pos;          /* next byte to scan */
+    size_t depth;
+    bool in_frame;
+    bool in_string;
+    bool escape;
+    bool scalar;     /* a top-level number/literal, ended by a delimiter */
+    bool discarding; /* skipping the rest of an oversized message */
+    size_t total;    /* bytes of the current message (also while discarding) */
+    size_t drop;     /* bytes of the frame returned last, consumed by the next call */
+};
+
+enum framer_result {
+    FRAMER_NEED_MORE, /* no complete message buffered */
+    FRAMER_FRAME,     /* frame, len: one message, valid until the next call */
+    FRAMER_ERROR,     /* *errp set; carry on calling */
+};
+
+void framer_init(struct framer *f);
+void framer_destroy(struct framer *f);
+void framer_append(struct framer *f, const void *data, size_t len);
+/* Bytes buffered but not yet returned (for flow control). */
+size_t framer_buffered(const struct framer *f);
+enum framer_result framer_next(struct framer *f, const char **frame, size_t *len,
+                               struct error **errp);
+
+#endif

@@ -1,0 +1,135 @@
+/*
+ * The human monitor subset behind QMP's human-monitor-command: a table of
+ * HMP commands (this file's, plus those other areas register in
+ * commands.c), the matching of a command line against them, and "help".
+ * Output is text with CRLF line ends; errors print as "Error: ..." (the
+ * dispatcher converts them, also for deferred replies).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "monitor/commands.h"
+#include "monitor/monitor-int.h"
+#include "util/buf.h"
+
+static const char *skip_space(const char *p)
+{
+    while (*p == ' ' || *p == '\t') {
+        p++;
+    }
+    return p;
+}
+
+/* Does `line` start with the words of `name`, as whole words? */
+static size_t match_name(const char *line, const char *name)
+{
+    size_t n = strlen(name);
+    if (strncmp(line, name, n) || (line[n] && line[n] != ' ' && line[n] != '\t')) {
+        return 0;
+    }
+    return n;
+}
+
+/* The longest name wins, so "info snapshots" beats a plain "info". */
+static const struct hmp_command *hmp_lookup(const struct hmp_command *const *tables,
+                                            const char *line, size_t *name_len)
+{
+    const struct hmp_command *best = NULL;
+    *name_len = 0;
+    for (size_t t = 0; tables[t]; t++) {
+        for (const struct hmp_command *c = tables[t]; c->name; c++) {
+            size_t n = match_name(line, c->name);
+            if (n > *name_len) {
+                best = c;
+                *name_len = n;
+            }
+        }
+    }
+    return best;
+}
+
+static char *trimmed(const char *s)
+{
+    s = skip_space(s);
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r')) {
+        n--;
+    }
+    return strndup(s, n);
+}
+
+static json_t *unknown_command(const char *line)
+{
+    /* Name the first word, or the first two for "info ...". */
+    size_t n = strcspn(line, " \t");
+    if (!strncmp(line, "info", n) && n == 4 && line[n]) {
+        const char *sub = skip_space(line + n);
+        n = (size_t)(sub - line) + strcspn(sub, " \t");
+    }
+    char *text = NULL;
+    if (asprintf(&text, "unknown command: '%.*s'\r\n", (int)n, line) < 0) {
+        abort();
+    }
+    json_t *s = json_string(text);
+    free(text);
+    return s;
+}
+
+static json_t *qmp_human_monitor_command(struct qmp_request *req, json_t *args, struct error **errp)
+{
+    req->hmp = true; /* from here on, errors are output text */
+    char *line = trimmed(json_string_value(json_object_get(args, "command-line")));
+    json_t *ret = NULL;
+    size_t n;
+    const struct hmp_command *cmd =
+            *line ? hmp_lookup(monitor_hmp_tables(qmp_request_monitor(req)), line, &n) : NULL;
+    if (cmd) {
+        char *rest = trimmed(line + n);
+        ret = cmd->handler(req, rest, errp);
+        free(rest);
+    } else if (*line) {
+        ret = unknown_command(line);
+    }
+    free(line);
+    return ret;
+}
+
+static void help_line(struct byte_buf *out, const struct hmp_command *c)
+{
+    char *text = NULL;
+    if (asprintf(&text, "%s%s%s -- %s\r\n", c->name, c->params && *c->params ? " " : "",
+                 c->params ? c->params : "", c->help) < 0) {
+        abort();
+    }
+    buf_append(out, text, strlen(text));
+    free(text);
+}
+
+static json_t *hmp_help(struct qmp_request *req, const char *args, struct error **errp)
+{
+    (void)errp;
+    struct byte_buf out;
+    buf_init(&out);
+    const struct hmp_command *const *tables = monitor_hmp_tables(qmp_request_monitor(req));
+    for (size_t t = 0; tables[t]; t++) {
+        for (const struct hmp_command *c = tables[t]; c->name; c++) {
+            if (!*args || match_name(c->name, args)) {
+                help_line(&out, c);
+            }
+        }
+    }
+    json_t *s = json_stringn((const char *)out.data, out.len);
+    buf_free(&out);
+    return s;
+}
+
+const struct hmp_command hmp_core_commands[] = {
+        {"help", "[cmd]", "show the help", hmp_help},
+        {NULL, NULL, NULL, NULL},
+};
+
+const struct qmp_command qmp_hmp_commands[] = {
+        {"human-monitor-command", qmp_human_monitor_command},
+        {NULL, NULL},
+};
