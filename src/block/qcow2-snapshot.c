@@ -388,6 +388,10 @@ int qcow2_snapshot_create(struct block_node *node, struct block_snapshot_info *i
     if (check_new_snapshot(s, info, errp) < 0) {
         return -1;
     }
+    /* A disk-only snapshot keeps no vmstate: free any stray one first. */
+    if (info->vm_state_size == 0 && qcow2_vmstate_discard(node, errp) < 0) {
+        return -1;
+    }
     uint64_t l1_off;
     uint32_t nguest = guest_l1_entries(s, s->l1_size);
     uint64_t l1_clusters = qcow2_clusters(s, (uint64_t)s->l1_size * 8);

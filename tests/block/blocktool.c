@@ -20,7 +20,7 @@
  *   flush
  *   add OPTS                     add another node and make it current
  *   snap-list                    "snap id=.. name=.. vmsize=.. date=.. vmclock=.. disksize=.."
- *   snap-create NAME [VMCLOCK_NS] [DATE_SEC]
+ *   snap-create NAME [VMCLOCK_NS] [DATE_SEC]   vm_state_size = end of the vm-writes so far
  *   snap-goto NAME | snap-delete NAME
  *   vm-write POS LEN POOLOFF | vm-read POS LEN | vm-discard
  *   snap-vmread NAME POS LEN     ok crc=XXXXXXXX
@@ -42,6 +42,7 @@ struct tool {
     struct block_node *node;
     uint8_t *pool;
     size_t pool_len;
+    uint64_t vm_end; /* end of the vmstate written since the last snapshot/discard */
 };
 
 static int add_node(struct tool *t, const char *opts_str, struct error **errp)
@@ -192,9 +193,11 @@ static int cmd_snap_create(struct tool *t, int argc, char **argv, struct error *
         info.date_sec = strtoull(argv[3], NULL, 0);
         info.date_nsec = 0;
     }
+    info.vm_state_size = t->vm_end;
     if (block_snapshot_create(t->node, &info, errp) < 0) {
         return -1;
     }
+    t->vm_end = 0;
     printf("ok id=%s\n", info.id);
     return 0;
 }
@@ -274,6 +277,9 @@ static int run_command(struct tool *t, int argc, char **argv, struct error **err
         int rc = !strcmp(c, "write")
                          ? block_pwrite(t->node, num(argv[1]), src, num(argv[2]), errp)
                          : block_vmstate_write(t->node, num(argv[1]), src, num(argv[2]), errp);
+        if (rc == 0 && !strcmp(c, "vm-write") && num(argv[1]) + num(argv[2]) > t->vm_end) {
+            t->vm_end = num(argv[1]) + num(argv[2]);
+        }
         if (rc == 0) {
             printf("ok\n");
         }
@@ -320,6 +326,9 @@ static int run_command(struct tool *t, int argc, char **argv, struct error **err
         NEED(1);
         int rc = !strcmp(c, "snap-goto") ? block_snapshot_goto(t->node, argv[1], errp)
                                          : block_snapshot_delete(t->node, argv[1], errp);
+        if (rc == 0 && !strcmp(c, "snap-goto")) {
+            t->vm_end = 0; /* goto drops an unsaved vmstate with the old disk state */
+        }
         if (rc == 0) {
             printf("ok\n");
         }
@@ -340,6 +349,7 @@ static int run_command(struct tool *t, int argc, char **argv, struct error **err
         if (block_vmstate_discard(t->node, errp) < 0) {
             return -1;
         }
+        t->vm_end = 0;
         printf("ok\n");
         return 0;
     }
