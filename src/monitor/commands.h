@@ -13,6 +13,7 @@ extern const struct qmp_command qmp_block_commands[];   /* qmp-block.c */
 extern const struct qmp_command qmp_job_commands[];     /* qmp-jobs.c */
 extern const struct qmp_command qmp_hmp_commands[];     /* hmp.c: human-monitor-command */
 
-extern const struct hmp_command hmp_core_commands[]; /* hmp.c: help, info status */
+extern const struct hmp_command hmp_core_commands[];    /* hmp.c: help */
+extern const struct hmp_command hmp_machine_commands[]; /* qmp-machine.c: info status */
 
 #endif

@@ -58,6 +58,38 @@ static json_t *qmp_test_sleep(struct qmp_request *req, json_t *args, struct erro
     return NULL;
 }
 
+static void *failer_main(void *arg)
+{
+    struct error *err = NULL;
+    usleep(100000);
+    error_setg(&err, "tag '%s' is not there", "t1");
+    qmp_request_complete(arg, NULL, err);
+    return NULL;
+}
+
+/* HMP "x-fail TAG": fails later, from another thread (a deferred HMP reply). */
+static json_t *hmp_test_fail(struct qmp_request *req, const char *args, struct error **errp)
+{
+    (void)errp;
+    assert_string_equal(args, "t1");
+    qmp_request_defer(req);
+    pthread_t t;
+    pthread_create(&t, NULL, failer_main, req);
+    pthread_detach(t);
+    return NULL;
+}
+
+static const struct hmp_command test_hmp_commands[] = {
+        {"x-fail", "tag", "fail later", hmp_test_fail},
+        {NULL, NULL, NULL, NULL},
+};
+
+static const struct hmp_command *const test_hmp_tables[] = {
+        hmp_core_commands,
+        test_hmp_commands,
+        NULL,
+};
+
 static int test_job_run(struct job *job, void *opaque, struct error **errp)
 {
     (void)errp;
@@ -216,7 +248,7 @@ static int setup(void **state)
     snprintf(sock_path, sizeof(sock_path), "/tmp/snapvm-test-monitor-%d.sock", getpid());
     char *schema = test_schema();
     struct error *err = NULL;
-    mon = monitor_new_custom(NULL, schema, test_tables, hmp_default_tables, &err);
+    mon = monitor_new_custom(NULL, schema, test_tables, test_hmp_tables, &err);
     free(schema);
     assert_null(err);
     char spec[160];
@@ -432,9 +464,52 @@ static void test_hmp(void **state)
                   "{\"command-line\": \"help\"}}");
     assert_non_null(strstr(json_string_value(json_object_get(r, "return")), "help"));
     json_decref(r);
+    r = cl_cmd(c, "{\"execute\": \"human-monitor-command\", \"arguments\": "
+                  "{\"command-line\": \"x-fail  t1 \"}}");
+    assert_string_equal(json_string_value(json_object_get(r, "return")),
+                        "Error: tag 't1' is not there\r\n");
+    json_decref(r);
     r = cl_cmd(c, "{\"execute\": \"human-monitor-command\", \"arguments\": {}}");
     assert_string_equal(error_desc(r), "Parameter 'command-line' is missing");
     json_decref(r);
+    cl_close(c);
+}
+
+static void expect_listen_error(const char *spec, const char *words)
+{
+    struct error *err = NULL;
+    assert_int_equal(monitor_listen(mon, spec, &err), -1);
+    if (!strstr(err->message, words)) {
+        fail_msg("'%s': '%s' lacks '%s'", spec, err->message, words);
+    }
+    error_free(err);
+}
+
+static void test_listen_specs(void **state)
+{
+    (void)state;
+    expect_listen_error("unix:/tmp/x.sock,server=on,wait=on", "wait=on is not supported");
+    expect_listen_error("unix:/tmp/x.sock,server=off,wait=off", "server=on");
+    expect_listen_error("unix:/tmp/x.sock,server=on,bogus=1", "bogus");
+    expect_listen_error("tcp:127.0.0.1,server=on,wait=off", "tcp:HOST:PORT");
+    expect_listen_error("udp:1,server=on,wait=off", "unix:PATH or tcp:HOST:PORT");
+    expect_listen_error("unix:/nonexistent-dir/x.sock,server=on,wait=off", "cannot bind");
+    /* A TCP listener added while the monitor runs serves at once. */
+    int probe = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    assert_int_equal(bind(probe, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(getsockname(probe, (struct sockaddr *)&sa, &len), 0);
+    close(probe);
+    char spec[64];
+    snprintf(spec, sizeof(spec), "tcp:127.0.0.1:%d,server,nowait", ntohs(sa.sin_port));
+    assert_int_equal(monitor_listen(mon, spec, NULL), 0);
+    struct client *c = calloc(1, sizeof(*c));
+    c->fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    json_t *g = cl_recv(c, 2000);
+    assert_non_null(json_object_get(g, "QMP"));
+    json_decref(g);
     cl_close(c);
 }
 
@@ -448,6 +523,7 @@ int main(void)
             cmocka_unit_test(test_events_reach_negotiated_clients),
             cmocka_unit_test(test_long_job_does_not_block_monitor),
             cmocka_unit_test(test_hmp),
+            cmocka_unit_test(test_listen_specs),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
