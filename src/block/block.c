@@ -353,7 +353,6 @@ struct block_node *block_open_backing(struct block_node *parent, const char *fil
         node_destroy(file);
         return NULL;
     }
-    file->filename = strdup(filename);
     if (!fmt) {
         uint8_t magic[4] = {0};
         if (bdrv_child_pread(file, 0, magic, 4, errp) < 0) {

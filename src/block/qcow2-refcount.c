@@ -77,6 +77,21 @@ int qcow2_refcount_init(struct qcow2_state *s, struct error **errp)
     return 0;
 }
 
+static bool ranges_overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+    return alen && blen && a < b + blen && b < a + alen;
+}
+
+bool qcow2_overlaps_metadata(const struct qcow2_state *s, uint64_t off, uint64_t clusters)
+{
+    uint64_t len = clusters << s->cluster_bits;
+    return ranges_overlap(off, len, 0, s->cluster_size) ||
+           ranges_overlap(off, len, s->l1_offset, (uint64_t)s->l1_size * 8) ||
+           ranges_overlap(off, len, s->reftable_offset,
+                          (uint64_t)s->reftable_clusters << s->cluster_bits) ||
+           ranges_overlap(off, len, s->snapshots_offset, s->snapshots_size);
+}
+
 int qcow2_get_refcount(struct qcow2_state *s, uint64_t cluster_index, uint64_t *rc,
                        struct error **errp)
 {
@@ -184,6 +199,13 @@ static int ensure_refblock(struct qcow2_state *s, uint64_t ti, struct error **er
     /* No block means every cluster of its range is free: put the block in
      * the first cluster of its own range and count it there. */
     uint64_t off = (ti * s->rb_entries) << s->cluster_bits;
+    if (qcow2_overlaps_metadata(s, off, 1)) {
+        error_setg(errp,
+                   "refcount block %llu is missing but its clusters hold metadata "
+                   "(image corrupt; try 'qemu-img check -r all')",
+                   (unsigned long long)ti);
+        return -1;
+    }
     uint8_t *blk = qcow2_cache_get_empty(s, &s->rb_cache, off);
     uint64_t bo;
     uint32_t bl;
@@ -302,6 +324,15 @@ int qcow2_alloc_clusters(struct qcow2_state *s, uint64_t n, uint64_t *offset, st
         }
         if (created) {
             continue;
+        }
+        /* Refcount 0 on the header or a table we use means a corrupt image:
+         * refuse rather than overwrite live metadata. */
+        if (qcow2_overlaps_metadata(s, start << s->cluster_bits, n)) {
+            error_setg(errp,
+                       "free cluster %#llx holds live metadata (image corrupt; try "
+                       "'qemu-img check -r all')",
+                       (unsigned long long)(start << s->cluster_bits));
+            return -1;
         }
         for (uint64_t i = 0; i < n; i++) {
             if (qcow2_update_refcount(s, (start + i) << s->cluster_bits, 1, errp) < 0) {

@@ -102,17 +102,17 @@ struct header_ext_info {
     uint32_t feature_table_len;
 };
 
-static const char *feature_name(const struct header_ext_info *x, int type, int bit)
+/* The image's own name for a feature (feature name table), else ours. */
+static const char *feature_name(const struct header_ext_info *x, int type, int bit, char *buf,
+                                size_t buflen)
 {
     static const char *const known[] = {"dirty bit", "corrupt bit", "external data file",
                                         "compression type", "extended L2 entries"};
     for (uint32_t i = 0; i + 48 <= x->feature_table_len; i += 48) {
         const uint8_t *f = x->feature_table + i;
         if (f[0] == type && f[1] == bit) {
-            static __thread char name[47];
-            memcpy(name, f + 2, 46);
-            name[46] = 0;
-            return name;
+            snprintf(buf, buflen, "%.46s", (const char *)f + 2);
+            return buf;
         }
     }
     return type == 0 && bit < 5 ? known[bit] : "unknown feature";
@@ -160,8 +160,9 @@ static int check_features(struct qcow2_state *s, const struct header_ext_info *x
     uint64_t bad = s->incompat & ~supported;
     if (bad) {
         int bit = __builtin_ctzll(bad);
+        char name[48];
         error_setg(errp, "'%s' uses an unsupported incompatible feature: %s (bit %d)", filename,
-                   feature_name(x, 0, bit), bit);
+                   feature_name(x, 0, bit, name, sizeof(name)), bit);
         return -1;
     }
     if (!!(s->incompat & QCOW2_INCOMPAT_COMPRESSION) != (s->compression_type != 0)) {

@@ -226,6 +226,8 @@ void qcow2_cache_put(struct qcow2_cache *c, uint8_t *data);
 void qcow2_cache_forget(struct qcow2_cache *c, uint64_t offset);
 
 /* qcow2-refcount.c */
+/* True if [off, off + clusters) overlaps the header or a top-level table. */
+bool qcow2_overlaps_metadata(const struct qcow2_state *s, uint64_t off, uint64_t clusters);
 int qcow2_refcount_init(struct qcow2_state *s, struct error **errp);
 int qcow2_get_refcount(struct qcow2_state *s, uint64_t cluster_index, uint64_t *rc,
                        struct error **errp);

@@ -10,7 +10,8 @@ import zlib
 
 from conftest import BUILD
 
-BLOCKTOOL = os.path.join(BUILD, "tests", "block", "blocktool")
+# SNAPVM_BLOCKTOOL selects another build (e.g. an ASan one: build-asan/tests/block/blocktool).
+BLOCKTOOL = os.environ.get("SNAPVM_BLOCKTOOL", os.path.join(BUILD, "tests", "block", "blocktool"))
 
 
 class BlockError(Exception):
