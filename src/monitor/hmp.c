@@ -21,14 +21,24 @@ static const char *skip_space(const char *p)
     return p;
 }
 
-/* Does `line` start with the words of `name`, as whole words? */
+/*
+ * Does `line` start with the words of `name` ("info status" also matches
+ * "info   status")?  Returns the length of the match in `line`, or 0.
+ */
 static size_t match_name(const char *line, const char *name)
 {
-    size_t n = strlen(name);
-    if (strncmp(line, name, n) || (line[n] && line[n] != ' ' && line[n] != '\t')) {
-        return 0;
+    const char *p = line;
+    for (const char *n = name; *n; n++) {
+        if (*n == ' ') {
+            if (*p != ' ' && *p != '\t') {
+                return 0;
+            }
+            p = skip_space(p);
+        } else if (*p++ != *n) {
+            return 0;
+        }
     }
-    return n;
+    return *p && *p != ' ' && *p != '\t' ? 0 : (size_t)(p - line);
 }
 
 /* The longest name wins, so "info snapshots" beats a plain "info". */

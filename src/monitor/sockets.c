@@ -188,19 +188,14 @@ int qmp_socket_listen(const char *spec, char **unix_path, struct error **errp)
     char *norm = normalize_spec(spec);
     json_t *opts = keyval_parse(norm, "addr", errp);
     free(norm);
-    if (!opts || check_options(opts, spec, errp) < 0) {
-        json_decref(opts);
-        return -1;
-    }
     const char *addr = json_string_value(json_object_get(opts, "addr"));
     int fd = -1;
     *unix_path = NULL;
-    if (addr && !strncmp(addr, "unix:", 5)) {
-        fd = listen_unix(addr + 5, unix_path, errp);
-    } else if (addr && !strncmp(addr, "tcp:", 4)) {
-        fd = listen_tcp(addr + 4, errp);
-    } else {
+    if (opts && (!addr || (strncmp(addr, "unix:", 5) && strncmp(addr, "tcp:", 4)))) {
         error_setg(errp, "-qmp '%s': expected unix:PATH or tcp:HOST:PORT", spec);
+    } else if (opts && check_options(opts, spec, errp) == 0) {
+        fd = !strncmp(addr, "unix:", 5) ? listen_unix(addr + 5, unix_path, errp)
+                                        : listen_tcp(addr + 4, errp);
     }
     json_decref(opts);
     return fd;

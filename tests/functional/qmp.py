@@ -27,6 +27,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SNAPVM = os.path.join(ROOT, "build", "snapvm")
 
 
+_AUTO = object()  # execute(): pick an id (None is a valid id: JSON null)
+
+
 class QMPError(Exception):
     def __init__(self, reply):
         err = reply["error"]
@@ -99,9 +102,9 @@ class QMP:
 
     # ---- commands ----
 
-    def execute(self, name, args=None, id=None):
+    def execute(self, name, args=None, id=_AUTO):
         """Send a command and return its whole reply (return or error)."""
-        if id is None:
+        if id is _AUTO:
             self._next_id += 1
             id = f"py-{self._next_id}"
         msg = {"execute": name, "id": id}
