@@ -8,13 +8,17 @@
 #define SNAPVM_MACHINE_MACHINE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
+#include "util/buf.h"
 #include "util/error.h"
 
 struct machine;
 struct block_graph;
 struct monitor;
+struct device;
+struct vm_config;
 
 /* QMP's RunState names: query-status reports run_state_name(). */
 enum run_state {
@@ -38,5 +42,67 @@ void machine_request_quit(struct machine *m);
 
 struct block_graph *machine_block_graph(struct machine *m);
 struct monitor *machine_monitor(struct machine *m);
+
+/* ---- lifecycle (main.c) ---- */
+
+/* Build the VM from a parsed command line: KVM, RAM, vCPUs, devices, guest. */
+struct machine *machine_new(const struct vm_config *cfg, struct error **errp);
+/* Let the monitor (created after the machine) receive events. */
+void machine_set_monitor(struct machine *m, struct monitor *mon);
+/* Start the vCPU threads: running, or paused in "prelaunch" with -S. */
+int machine_start(struct machine *m, struct error **errp);
+/*
+ * Run until quit (machine_request_quit, SIGINT/SIGTERM, a fatal vCPU error).
+ * The calling thread must have SIGINT and SIGTERM blocked (main() does
+ * that before creating any thread).  Returns the process exit status.
+ */
+int machine_run(struct machine *m);
+/* Stop the vCPUs, flush and close disks, free everything. */
+void machine_free(struct machine *m);
+
+/* ---- for snapshots (src/snapshot) ---- */
+
+/*
+ * Internal pause of all vCPUs, without events or run-state change.  Nests: a
+ * count of pauses is kept, and vCPUs run again only when every
+ * machine_pause_vcpus() has been matched by machine_resume_vcpus().  When
+ * it returns 0, every vCPU is outside KVM_RUN with its last exit completed,
+ * so vCPU, VM and device state can be read or written consistently.  Must not
+ * be called from a vCPU thread.
+ */
+int machine_pause_vcpus(struct machine *m, struct error **errp);
+void machine_resume_vcpus(struct machine *m);
+/*
+ * Set the run state shown by query-status (RUN_STATE_SAVE_VM or
+ * RUN_STATE_RESTORE_VM while a snapshot is saved or loaded, then back to the
+ * state returned).  Does not pause or resume anything and emits nothing.
+ */
+enum run_state machine_set_run_state(struct machine *m, enum run_state state);
+
+int machine_vcpu_count(struct machine *m);
+/* Guest RAM as one host buffer: page i of the vmstate RAM section is ram + i*4096. */
+void *machine_ram(struct machine *m, uint64_t *size);
+/* The guest-visible virtual clock: advances only while vCPUs run. */
+uint64_t machine_vm_clock_ns(struct machine *m);
+
+/*
+ * State capture, all with the vCPUs paused (machine_pause_vcpus).  A record
+ * is snapvm's own format (tagged sections with lengths); loading checks every
+ * section and length and names what does not match.
+ *
+ * To restore a whole VM, load in this order: vm_state_load() (irqchip, PIT,
+ * clocks), then every device_load(), then every vcpu_state_load().  The
+ * devices re-assert their interrupt lines against the restored irqchip, and
+ * the vCPUs' pending events are applied last, against restored LAPICs.
+ */
+int vcpu_state_save(struct machine *m, int index, struct byte_buf *out, struct error **errp);
+int vcpu_state_load(struct machine *m, int index, const void *data, size_t len,
+                    struct error **errp);
+int vm_state_save(struct machine *m, struct byte_buf *out, struct error **errp);
+int vm_state_load(struct machine *m, const void *data, size_t len, struct error **errp);
+
+/* Devices in creation order (pass NULL for the first); see hw/device.h. */
+struct device *machine_next_device(struct machine *m, struct device *prev);
+struct device *machine_find_device(struct machine *m, const char *id);
 
 #endif

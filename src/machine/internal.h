@@ -1,0 +1,114 @@
+/*
+ * Machine internals shared by the files of src/machine/ and by device
+ * models (which need to register I/O regions, raise interrupt lines and
+ * reach guest RAM).  The monitor and the snapshot code use machine.h only.
+ */
+#ifndef SNAPVM_MACHINE_INTERNAL_H
+#define SNAPVM_MACHINE_INTERNAL_H
+
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "hw/device.h"
+#include "machine/machine.h"
+#include "machine/ram.h"
+
+struct vcpu {
+    struct machine *m;
+    int index;
+    int fd;
+    struct kvm_run *run;
+    pthread_t thread;
+    bool started;
+    bool parked;                 /* under m->lock */
+    struct byte_buf reset_state; /* vcpu_state_save() right after set-up */
+};
+
+struct io_region {
+    enum io_space space;
+    uint64_t base;
+    uint64_t len;
+    io_fn fn;
+    struct device *dev;
+};
+
+struct machine {
+    int kvm_fd;
+    int vm_fd;
+    size_t run_size;
+    struct guest_ram ram;
+    int nr_vcpus;
+    struct vcpu *vcpus;
+
+    struct device *devices;
+    struct device *devices_tail;
+    struct io_region *regions;
+    size_t nr_regions;
+
+    struct block_graph *blocks;
+    struct monitor *mon;
+
+    /* vCPU state capture: the MSRs KVM lets us read, and the xsave size. */
+    uint32_t *msrs;
+    uint32_t nr_msrs;
+    size_t xsave_size;
+    struct byte_buf vm_reset_state;
+
+    /* Guest boot: the built-in image (or a PVH kernel) is reloaded on reset. */
+    char *append;
+    char *kernel;
+    char *initrd;
+
+    /* Everything below is protected by `lock`. */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    enum run_state state;
+    unsigned pause_count;
+    bool pause_req;
+    int nr_parked;
+    int nr_alive;
+    bool quit;
+    int exit_status;
+    bool reset_req;
+    uint64_t clock_ns;         /* VM clock accumulated while paused */
+    uint64_t clock_started_ns; /* CLOCK_MONOTONIC when vCPUs last resumed */
+    bool clock_running;
+    int wake_fd; /* eventfd: wakes machine_run() for quit/reset requests */
+};
+
+/* Devices and I/O (machine.c, bus.c). */
+void machine_add_device(struct machine *m, struct device *dev, const char *id);
+int machine_add_io(struct machine *m, enum io_space space, uint64_t base, uint64_t len, io_fn fn,
+                   struct device *dev, struct error **errp);
+/* Drive ISA interrupt line `irq` (0..23) to `level` (KVM_IRQ_LINE). */
+void machine_set_irq(struct machine *m, unsigned irq, bool level);
+const struct guest_ram *machine_guest_ram(struct machine *m);
+void bus_io(struct machine *m, enum io_space space, uint64_t addr, uint8_t *data, uint32_t len,
+            bool is_write);
+
+/* Set the VM clock (vm_state_load). */
+void machine_set_vm_clock_ns(struct machine *m, uint64_t ns);
+
+/* Requests from vCPU threads, served by machine_run() on the main thread. */
+void machine_request_reset(struct machine *m);
+void machine_fatal(struct machine *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* vcpu.c */
+int vcpu_create(struct machine *m, int index, struct error **errp);
+int vcpu_start_thread(struct vcpu *v, struct error **errp);
+void vcpu_kick(struct vcpu *v);
+void vcpu_destroy(struct vcpu *v);
+
+/* vcpu_state.c */
+int vcpu_state_probe(struct machine *m, struct error **errp);
+
+/* boot.c */
+int boot_load_guest(struct machine *m, struct error **errp);
+int boot_setup_bsp(struct machine *m, struct vcpu *v, struct error **errp);
+
+/* Report an ioctl failure as "IOCTL_NAME: strerror(errno)" (errno preserved). */
+#define KVM_FAIL(errp, name) error_setg_errno(errp, errno, "%s", name)
+
+#endif
