@@ -17,6 +17,7 @@
 
 #include "machine/cmdline.h"
 #include "machine/machine.h"
+#include "monitor/monitor.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -119,11 +120,29 @@ int main(int argc, char **argv)
     block_signals();
 
     int status = 1;
+    struct monitor *mon = NULL;
     struct machine *m = machine_new(&cfg, &err);
     if (!m) {
         goto out;
     }
-    /* The QMP monitor (cfg.qmp) is wired here once src/monitor lands. */
+    if (json_array_size(cfg.qmp) > 0) {
+        mon = monitor_new(m, &err);
+        if (!mon) {
+            goto out;
+        }
+        size_t i;
+        json_t *spec;
+        json_array_foreach(cfg.qmp, i, spec)
+        {
+            if (monitor_listen(mon, json_string_value(spec), &err) < 0) {
+                goto out;
+            }
+        }
+        machine_set_monitor(m, mon);
+        if (monitor_start(mon, &err) < 0) {
+            goto out;
+        }
+    }
     if (cfg.pidfile && write_pidfile(cfg.pidfile, &err) < 0) {
         goto out;
     }
@@ -139,6 +158,12 @@ out:
     if (err) {
         error_report_and_free(err);
     }
+    /* The monitor first: it stops taking commands that use the machine,
+     * and flushes the SHUTDOWN event to its clients. */
+    if (m) {
+        machine_set_monitor(m, NULL);
+    }
+    monitor_free(mon);
     machine_free(m);
     if (cfg.pidfile && status == 0) {
         unlink(cfg.pidfile);

@@ -33,18 +33,14 @@
 #include "monitor/monitor.h"
 #include "util/log.h"
 
-/*
- * The monitor is built by another part of the tree; until it is linked in,
- * events have nowhere to go.  A weak reference keeps the machine linkable
- * either way.
- */
-extern void monitor_emit_event(struct monitor *mon, const char *event, json_t *data)
-        __attribute__((weak));
-
+/* Events go to the QMP monitor, if there is one (-qmp). */
 static void emit_event(struct machine *m, const char *event, json_t *data)
 {
-    if (m->mon && monitor_emit_event) {
-        monitor_emit_event(m->mon, event, data);
+    pthread_mutex_lock(&m->lock);
+    struct monitor *mon = m->mon;
+    pthread_mutex_unlock(&m->lock);
+    if (mon) {
+        monitor_emit_event(mon, event, data);
     } else {
         json_decref(data);
     }
@@ -108,12 +104,17 @@ struct block_graph *machine_block_graph(struct machine *m)
 
 struct monitor *machine_monitor(struct machine *m)
 {
-    return m->mon;
+    pthread_mutex_lock(&m->lock);
+    struct monitor *mon = m->mon;
+    pthread_mutex_unlock(&m->lock);
+    return mon;
 }
 
 void machine_set_monitor(struct machine *m, struct monitor *mon)
 {
+    pthread_mutex_lock(&m->lock);
     m->mon = mon;
+    pthread_mutex_unlock(&m->lock);
 }
 
 int machine_vcpu_count(struct machine *m)
