@@ -137,7 +137,8 @@ static json_t *execute(struct conn *c, const char *name, json_t *args)
     char *text = json_dumps(msg, JSON_COMPACT);
     json_decref(msg);
     size_t len = strlen(text);
-    if (write(c->fd, text, len) != (ssize_t)len || write(c->fd, "\n", 1) != 1) {
+    if (send(c->fd, text, len, MSG_NOSIGNAL) != (ssize_t)len ||
+        send(c->fd, "\n", 1, MSG_NOSIGNAL) != 1) {
         die("%s", "cannot send to the server");
     }
     free(text);

@@ -392,6 +392,33 @@ static void test_events_reach_negotiated_clients(void **state)
     cl_close(raw);
 }
 
+static void test_client_that_does_not_read(void **state)
+{
+    (void)state;
+    struct client *lazy = cl_negotiated();
+    struct client *b = cl_negotiated();
+    /* Far more than the socket buffers hold: the rest waits in the monitor. */
+    for (int i = 0; i < 30000; i++) {
+        monitor_emit_event(mon, "RESUME", NULL);
+    }
+    long t = now_ms();
+    json_t *r = cl_cmd(b, "{\"execute\": \"query-version\", \"id\": \"b\"}");
+    assert_string_equal(json_string_value(json_object_get(r, "id")), "b");
+    json_decref(r);
+    assert_true(now_ms() - t < 2000);
+    /* The lazy client still gets every event, in order, once it reads. */
+    int n = 0;
+    json_t *ev;
+    while (n < 30000 && (ev = cl_recv(lazy, 2000))) {
+        assert_string_equal(json_string_value(json_object_get(ev, "event")), "RESUME");
+        json_decref(ev);
+        n++;
+    }
+    assert_int_equal(n, 30000);
+    cl_close(lazy);
+    cl_close(b);
+}
+
 static bool is_status_event(json_t *ev, const char *id, const char *status)
 {
     json_t *data = json_object_get(ev, "data");
@@ -524,6 +551,7 @@ int main(void)
             cmocka_unit_test(test_long_job_does_not_block_monitor),
             cmocka_unit_test(test_hmp),
             cmocka_unit_test(test_listen_specs),
+            cmocka_unit_test(test_client_that_does_not_read),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
