@@ -5,6 +5,7 @@
  * validation against the schema) and the shape of replies, including the
  * verbatim echo of "id" and the validation of return values.
  */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -224,4 +225,46 @@ void qmp_request_complete(struct qmp_request *req, json_t *ret, struct error *er
     req->ret = ret;
     req->err = err;
     monitor_queue_completion(req->mon, req);
+}
+
+struct thread_call {
+    struct qmp_request *req;
+    qmp_thread_fn fn;
+    void *opaque;
+};
+
+static void *thread_call_main(void *arg)
+{
+    struct thread_call call = *(struct thread_call *)arg;
+    free(arg);
+    struct error *err = NULL;
+    json_t *ret = call.fn(call.req, call.opaque, &err);
+    if (err) {
+        json_decref(ret);
+        ret = NULL;
+    }
+    qmp_request_complete(call.req, ret, err);
+    return NULL;
+}
+
+void qmp_request_run_in_thread(struct qmp_request *req, qmp_thread_fn fn, void *opaque)
+{
+    struct thread_call *call = malloc(sizeof(*call));
+    if (!call) {
+        abort();
+    }
+    *call = (struct thread_call){req, fn, opaque};
+    qmp_request_defer(req);
+    pthread_t thread;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&thread, &attr, thread_call_main, call);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        free(call);
+        struct error *err = NULL;
+        error_setg_errno(&err, rc, "%s: cannot create a thread", req->command);
+        qmp_request_complete(req, NULL, err);
+    }
 }

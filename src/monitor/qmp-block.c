@@ -5,7 +5,6 @@
  * the query runs on a short-lived thread and answers through a deferred
  * reply: the monitor thread never waits for block I/O.
  */
-#include <pthread.h>
 #include <stdlib.h>
 
 #include "block/block.h"
@@ -57,25 +56,21 @@ static json_t *node_info(struct block_node *node, struct error **errp)
                      image);
 }
 
-static void *query_nodes_main(void *arg)
+static json_t *query_nodes(struct qmp_request *req, void *opaque, struct error **errp)
 {
-    struct qmp_request *req = arg;
+    (void)opaque;
     struct block_graph *graph = machine_block_graph(qmp_request_machine(req));
     json_t *list = json_array();
-    struct error *err = NULL;
-    for (struct block_node *n = graph ? block_graph_next(graph, NULL) : NULL; n && !err;
+    for (struct block_node *n = graph ? block_graph_next(graph, NULL) : NULL; n;
          n = block_graph_next(graph, n)) {
-        json_t *info = node_info(n, &err);
-        if (info) {
-            json_array_append_new(list, info);
+        json_t *info = node_info(n, errp);
+        if (!info) {
+            json_decref(list);
+            return NULL;
         }
+        json_array_append_new(list, info);
     }
-    if (err) {
-        json_decref(list);
-        list = NULL;
-    }
-    qmp_request_complete(req, list, err);
-    return NULL;
+    return list;
 }
 
 static json_t *qmp_query_named_block_nodes(struct qmp_request *req, json_t *args,
@@ -86,18 +81,7 @@ static json_t *qmp_query_named_block_nodes(struct qmp_request *req, json_t *args
         error_setg(errp, "This monitor has no machine");
         return NULL;
     }
-    pthread_t thread;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    qmp_request_defer(req);
-    int rc = pthread_create(&thread, &attr, query_nodes_main, req);
-    pthread_attr_destroy(&attr);
-    if (rc != 0) {
-        struct error *err = NULL;
-        error_setg_errno(&err, rc, "query-named-block-nodes: cannot create a thread");
-        qmp_request_complete(req, NULL, err);
-    }
+    qmp_request_run_in_thread(req, query_nodes, NULL);
     return NULL;
 }
 

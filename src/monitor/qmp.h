@@ -75,4 +75,12 @@ void qmp_request_defer(struct qmp_request *req);
  */
 void qmp_request_complete(struct qmp_request *req, json_t *ret, struct error *err);
 
+/*
+ * The common case of the above: defer `req` and run fn() on a new thread;
+ * what fn returns (or its error) completes the request.  Call inside the
+ * handler, then return NULL.  fn must not touch `req` after returning.
+ */
+typedef json_t *(*qmp_thread_fn)(struct qmp_request *req, void *opaque, struct error **errp);
+void qmp_request_run_in_thread(struct qmp_request *req, qmp_thread_fn fn, void *opaque);
+
 #endif

@@ -133,3 +133,36 @@ def test_job_errors(q):
         with pytest.raises(QMPError):
             q.cmd(verb, id="nope")
     assert q.cmd("query-jobs") == []
+
+
+def test_random_chunking_of_a_mixed_stream(q):
+    """Valid and broken messages, cut at random places: one reply per message, in order."""
+    import random
+    rng = random.Random(1234)
+    kinds = [
+        (lambda i: json.dumps({"execute": "query-status", "id": i}), "ok"),
+        (lambda i: json.dumps({"execute": "bogus", "id": i}), "CommandNotFound"),
+        (lambda i: json.dumps({"execute": "job-cancel", "arguments": {"id": i}, "id": i}),
+         "GenericError"),
+        (lambda i: '{"execute": "query-status", "id": %d,}' % i, "parse"),
+        (lambda i: "[%d]" % i, "object"),
+        (lambda i: json.dumps({"execute": "query-status", "id": {"s": "}{][\"" * 3, "n": i}}),
+         "ok"),
+    ]
+    plan = [rng.choice(kinds) for _ in range(300)]
+    stream = "\n".join(make(i) for i, (make, _) in enumerate(plan)).encode() + b"\n"
+    pos = 0
+    while pos < len(stream):
+        n = rng.randint(1, 200)
+        q.send_raw(stream[pos:pos + n])
+        pos += n
+    for i, (_, want) in enumerate(plan):
+        reply = q.recv()
+        if want == "ok":
+            assert "return" in reply and reply["id"] in (i, {"s": "}{][\"" * 3, "n": i})
+        elif want == "parse":
+            assert reply["error"]["desc"].startswith("JSON parse error") and "id" not in reply
+        elif want == "object":
+            assert reply["error"]["desc"] == "QMP input must be a JSON object"
+        else:
+            assert reply["error"]["class"] == want and reply["id"] == i

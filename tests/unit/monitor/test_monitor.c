@@ -30,31 +30,19 @@
 
 /* ---- the test's own commands ---- */
 
-struct sleeper {
-    struct qmp_request *req;
-    int ms;
-};
-
-static void *sleeper_main(void *arg)
+static json_t *sleep_then_answer(struct qmp_request *req, void *opaque, struct error **errp)
 {
-    struct sleeper *s = arg;
-    usleep((useconds_t)s->ms * 1000);
-    qmp_request_complete(s->req, json_integer(s->ms), NULL);
-    free(s);
-    return NULL;
+    (void)req, (void)errp;
+    usleep((useconds_t)(intptr_t)opaque * 1000);
+    return json_integer((intptr_t)opaque);
 }
 
 /* x-test-sleep {ms}: answers after ms milliseconds, from another thread. */
 static json_t *qmp_test_sleep(struct qmp_request *req, json_t *args, struct error **errp)
 {
     (void)errp;
-    struct sleeper *s = malloc(sizeof(*s));
-    s->req = req;
-    s->ms = (int)json_integer_value(json_object_get(args, "ms"));
-    qmp_request_defer(req);
-    pthread_t t;
-    pthread_create(&t, NULL, sleeper_main, s);
-    pthread_detach(t);
+    intptr_t ms = (intptr_t)json_integer_value(json_object_get(args, "ms"));
+    qmp_request_run_in_thread(req, sleep_then_answer, (void *)ms);
     return NULL;
 }
 
