@@ -311,74 +311,147 @@ static int cow_base(struct qcow2_state *s, uint64_t e, uint64_t cluster_voff, ui
                       cluster_voff < qcow2_vmstate_offset(s, s->size), errp);
 }
 
-/* Write n bytes at voff, all within one guest cluster. */
-static int write_cluster(struct qcow2_state *s, uint64_t voff, const uint8_t *buf, size_t n,
-                         uint8_t *scratch, struct error **errp)
+/* What a span write does with one guest cluster. */
+struct cluster_plan {
+    uint64_t old;    /* the L2 entry before the write */
+    uint64_t target; /* host cluster the data goes to */
+    bool in_place;   /* NORMAL cluster with refcount 1: overwrite */
+    bool reuse;      /* preallocated zero cluster with refcount 1: fill it */
+};
+
+static int plan_clusters(struct qcow2_state *s, const uint8_t *l2, uint64_t idx0, uint64_t n,
+                         struct cluster_plan *plan, uint64_t *need_new, struct error **errp)
 {
-    uint64_t vc = voff >> s->cluster_bits;
-    uint32_t l1i = (uint32_t)(vc >> s->l2_bits);
-    uint64_t idx = vc & (s->l2_entries - 1), in = voff & (s->cluster_size - 1);
-    uint8_t *l2;
-    uint64_t l2off;
-    if (l2_for_write(s, l1i, &l2, &l2off, errp) < 0) {
+    *need_new = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t e = be64_get(l2 + (idx0 + i) * 8), refs = 0;
+        enum qcow2_cluster_type t = qcow2_entry_type(s, e);
+        if (check_host_offset(s, e, errp) < 0) {
+            return -1;
+        }
+        if ((t == QCOW2_CLUSTER_NORMAL || t == QCOW2_CLUSTER_ZERO_ALLOC) &&
+            qcow2_get_refcount(s, (e & L2E_OFFSET_MASK) >> s->cluster_bits, &refs, errp) < 0) {
+            return -1;
+        }
+        plan[i] = (struct cluster_plan){
+                .old = e,
+                .target = e & L2E_OFFSET_MASK,
+                .in_place = t == QCOW2_CLUSTER_NORMAL && refs == 1,
+                .reuse = t == QCOW2_CLUSTER_ZERO_ALLOC && refs == 1,
+        };
+        if (!plan[i].in_place && !plan[i].reuse) {
+            (*need_new)++;
+        }
+    }
+    return 0;
+}
+
+/* Write the data of one cluster of a span to its planned place. */
+static int write_planned(struct qcow2_state *s, const struct cluster_plan *p, uint64_t cvoff,
+                         uint64_t in, const uint8_t *src, size_t n, uint8_t *scratch,
+                         struct error **errp)
+{
+    if (p->in_place) {
+        return qcow2_file_pwrite(s, p->target + in, src, n, errp);
+    }
+    if (n == s->cluster_size) {
+        return qcow2_file_pwrite(s, p->target, src, n, errp);
+    }
+    enum qcow2_cluster_type t = qcow2_entry_type(s, p->old);
+    if (t == QCOW2_CLUSTER_ZERO_ALLOC || t == QCOW2_CLUSTER_ZERO_PLAIN) {
+        memset(scratch, 0, s->cluster_size);
+    } else if (cow_base(s, p->old, cvoff, scratch, errp) < 0) {
         return -1;
     }
-    uint64_t e = be64_get(l2 + idx * 8);
-    enum qcow2_cluster_type t = qcow2_entry_type(s, e);
-    int rc = -1;
-    uint64_t host = e & L2E_OFFSET_MASK, refs = 0;
-    if (check_host_offset(s, e, errp) < 0) {
-        goto out;
-    }
-    if ((t == QCOW2_CLUSTER_NORMAL || t == QCOW2_CLUSTER_ZERO_ALLOC) &&
-        qcow2_get_refcount(s, host >> s->cluster_bits, &refs, errp) < 0) {
-        goto out;
-    }
-    if (t == QCOW2_CLUSTER_NORMAL && refs == 1) {
-        /* Ours alone: overwrite in place. */
-        if (qcow2_file_pwrite(s, host + in, buf, n, errp) < 0) {
-            goto out;
-        }
-        if (!(e & QCOW_OFLAG_COPIED)) {
-            be64_put(l2 + idx * 8, e | QCOW_OFLAG_COPIED);
-            rc = qcow2_file_pwrite(s, l2off + idx * 8, l2 + idx * 8, 8, errp);
-            goto out;
-        }
-        rc = 0;
-        goto out;
-    }
-    /* Build the whole new cluster, then point the L2 entry at it. */
-    uint64_t cluster_voff = vc << s->cluster_bits;
-    if (n != s->cluster_size) {
-        if (t == QCOW2_CLUSTER_ZERO_ALLOC || t == QCOW2_CLUSTER_ZERO_PLAIN) {
-            memset(scratch, 0, s->cluster_size);
-        } else if (cow_base(s, e, cluster_voff, scratch, errp) < 0) {
-            goto out;
+    memcpy(scratch + in, src, n);
+    return qcow2_file_pwrite(s, p->target, scratch, s->cluster_size, errp);
+}
+
+static void free_new_clusters(struct qcow2_state *s, const struct cluster_plan *plan, uint64_t n)
+{
+    for (uint64_t i = 0; i < n; i++) {
+        if (!plan[i].in_place && !plan[i].reuse) {
+            qcow2_free_clusters(s, plan[i].target, 1, NULL);
         }
     }
-    memcpy(scratch + in, buf, n);
-    uint64_t target;
-    bool reuse = t == QCOW2_CLUSTER_ZERO_ALLOC && refs == 1;
-    if (reuse) {
-        target = host; /* a preallocated zero cluster of ours */
-    } else if (qcow2_alloc_clusters(s, 1, &target, errp) < 0) {
-        goto out;
+}
+
+/*
+ * Write [voff, voff + len), which lies within the range of one L2 table.
+ * Batched so that one flush covers the whole span: allocate every new
+ * cluster (refcounts), write all data, flush, then write the changed L2
+ * entries in one go, and finally drop the references to replaced clusters.
+ */
+static int write_span(struct qcow2_state *s, uint64_t voff, const uint8_t *buf, size_t len,
+                      uint8_t *scratch, struct error **errp)
+{
+    uint64_t vc0 = voff >> s->cluster_bits, idx0 = vc0 & (s->l2_entries - 1);
+    uint64_t n = ((voff + len - 1) >> s->cluster_bits) - vc0 + 1, need_new, base = 0;
+    uint8_t *l2;
+    uint64_t l2off;
+    if (l2_for_write(s, (uint32_t)(vc0 >> s->l2_bits), &l2, &l2off, errp) < 0) {
+        return -1;
     }
-    if (qcow2_file_pwrite(s, target, scratch, s->cluster_size, errp) < 0 ||
-        refcounts_before_pointers(s, errp) < 0) {
-        if (!reuse) {
-            qcow2_free_clusters(s, target, 1, NULL);
+    struct cluster_plan *plan = malloc(n * sizeof(*plan));
+    if (!plan) {
+        abort();
+    }
+    int rc = plan_clusters(s, l2, idx0, n, plan, &need_new, errp);
+    if (rc == 0 && need_new) {
+        rc = qcow2_alloc_clusters(s, need_new, &base, errp);
+        for (uint64_t i = 0, k = 0; rc == 0 && i < n; i++) {
+            if (!plan[i].in_place && !plan[i].reuse) {
+                plan[i].target = base + (k++ << s->cluster_bits);
+            }
         }
-        goto out;
+        if (rc < 0) {
+            need_new = 0; /* nothing allocated */
+        }
     }
-    be64_put(l2 + idx * 8, target | QCOW_OFLAG_COPIED);
-    if (qcow2_file_pwrite(s, l2off + idx * 8, l2 + idx * 8, 8, errp) < 0) {
-        be64_put(l2 + idx * 8, e);
-        goto out;
+    const uint8_t *src = buf;
+    uint64_t lo = UINT64_MAX, hi = 0;
+    for (uint64_t i = 0; rc == 0 && i < n; i++) {
+        uint64_t cvoff = (vc0 + i) << s->cluster_bits;
+        uint64_t in = i == 0 ? voff - cvoff : 0;
+        size_t m = s->cluster_size - in < len ? (size_t)(s->cluster_size - in) : len;
+        rc = write_planned(s, &plan[i], cvoff, in, src, m, scratch, errp);
+        src += m;
+        len -= m;
+        uint64_t want = plan[i].target | QCOW_OFLAG_COPIED;
+        if (rc == 0 && be64_get(l2 + (idx0 + i) * 8) != want) {
+            lo = lo < i ? lo : i;
+            hi = i;
+        }
     }
-    /* Only now does the active image stop referencing the old cluster. */
-    rc = reuse ? 0 : qcow2_update_entry_refcount(s, e, -1, errp);
-out:
+    /* The new clusters' refcounts must be on disk before an L2 entry names them. */
+    if (rc == 0 && lo != UINT64_MAX) {
+        rc = refcounts_before_pointers(s, errp);
+    }
+    if (rc == 0 && lo != UINT64_MAX) {
+        for (uint64_t i = lo; i <= hi; i++) {
+            be64_put(l2 + (idx0 + i) * 8, plan[i].target | QCOW_OFLAG_COPIED);
+        }
+        rc = qcow2_file_pwrite(s, l2off + (idx0 + lo) * 8, l2 + (idx0 + lo) * 8, (hi - lo + 1) * 8,
+                               errp);
+        if (rc < 0) {
+            for (uint64_t i = lo; i <= hi; i++) {
+                be64_put(l2 + (idx0 + i) * 8, plan[i].old);
+            }
+        }
+    }
+    if (rc < 0) {
+        if (need_new) {
+            free_new_clusters(s, plan, n);
+        }
+    } else {
+        /* Only now does the active image stop referencing the old clusters. */
+        for (uint64_t i = 0; rc == 0 && i < n; i++) {
+            if (!plan[i].in_place && !plan[i].reuse) {
+                rc = qcow2_update_entry_refcount(s, plan[i].old, -1, errp);
+            }
+        }
+    }
+    free(plan);
     qcow2_cache_put(&s->l2_cache, l2);
     return rc;
 }
@@ -394,11 +467,12 @@ int qcow2_write_active(struct qcow2_state *s, uint64_t voff, const uint8_t *buf,
     if (!scratch) {
         abort();
     }
+    uint64_t l2_span = 1ull << (s->cluster_bits + s->l2_bits);
     int rc = 0;
     while (len > 0 && rc == 0) {
-        uint64_t in = voff & (s->cluster_size - 1);
-        size_t n = s->cluster_size - in < len ? (size_t)(s->cluster_size - in) : len;
-        rc = write_cluster(s, voff, buf, n, scratch, errp);
+        uint64_t room = l2_span - (voff & (l2_span - 1));
+        size_t n = room < len ? (size_t)room : len;
+        rc = write_span(s, voff, buf, n, scratch, errp);
         voff += n;
         buf += n;
         len -= n;
