@@ -6,9 +6,15 @@
 #include "hw/hw.h"
 
 #include <jansson.h>
+#include <stdio.h>
 
+#include <string.h>
+
+#include "block/block.h"
 #include "hw/chardev.h"
+#include "hw/pci.h"
 #include "hw/serial.h"
+#include "hw/virtio_blk.h"
 #include "machine/cmdline.h"
 #include "machine/internal.h"
 
@@ -21,8 +27,8 @@ int hw_create_devices(struct machine *m, const struct vm_config *cfg, struct err
     if (!serial_create(m, cd, errp)) {
         return -1;
     }
-    if (json_array_size(cfg->blockdevs) > 0) {
-        error_setg(errp, "-blockdev: block devices are not available in this build yet");
+    struct pci_bus *bus = pci_bus_create(m, errp);
+    if (!bus) {
         return -1;
     }
     size_t i;
@@ -30,8 +36,32 @@ int hw_create_devices(struct machine *m, const struct vm_config *cfg, struct err
     json_array_foreach(cfg->devices, i, dev)
     {
         const char *drive = json_string_value(json_object_get(dev, "drive"));
-        error_setg(errp, "-device virtio-blk-pci: drive '%s' names no block node", drive);
-        return -1;
+        const char *id = json_string_value(json_object_get(dev, "id"));
+        struct block_node *node = m->blocks ? block_graph_find(m->blocks, drive) : NULL;
+        if (!node) {
+            error_setg(errp, "-device virtio-blk-pci: drive '%s' names no block node", drive);
+            return -1;
+        }
+        char auto_id[64];
+        if (!id) {
+            snprintf(auto_id, sizeof(auto_id), "virtio-blk:%s", drive);
+            id = auto_id;
+        }
+        for (size_t j = 0; j < i; j++) {
+            json_t *other = json_array_get(cfg->devices, j);
+            const char *other_id = json_string_value(json_object_get(other, "id"));
+            if (strcmp(json_string_value(json_object_get(other, "drive")), drive) == 0) {
+                error_setg(errp, "-device virtio-blk-pci: drive '%s' is already in use", drive);
+                return -1;
+            }
+            if (other_id && strcmp(other_id, id) == 0) {
+                error_setg(errp, "-device virtio-blk-pci: duplicate id '%s'", id);
+                return -1;
+            }
+        }
+        if (!virtio_blk_create(m, bus, node, id, errp)) {
+            return -1;
+        }
     }
     return 0;
 }

@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "block/block.h"
 #include "hw/hw.h"
 #include "machine/cmdline.h"
 #include "monitor/monitor.h"
@@ -482,6 +483,22 @@ static int kvm_init(struct machine *m, struct error **errp)
     return 0;
 }
 
+/* The -blockdev nodes, in command-line order (children before parents). */
+static int blocks_init(struct machine *m, const struct vm_config *cfg, struct error **errp)
+{
+    m->blocks = block_graph_new();
+    size_t i;
+    json_t *opts;
+    json_array_foreach(cfg->blockdevs, i, opts)
+    {
+        if (!block_graph_add(m->blocks, opts, errp)) {
+            error_prepend(errp, "-blockdev");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 struct machine *machine_new(const struct vm_config *cfg, struct error **errp)
 {
     struct machine *m = calloc(1, sizeof(*m));
@@ -514,8 +531,9 @@ struct machine *machine_new(const struct vm_config *cfg, struct error **errp)
         }
         m->nr_vcpus++;
     }
-    if (vcpu_state_probe(m, errp) < 0 || hw_create_devices(m, cfg, errp) < 0 ||
-        boot_load_guest(m, errp) < 0 || boot_setup_bsp(m, &m->vcpus[0], errp) < 0) {
+    if (vcpu_state_probe(m, errp) < 0 || blocks_init(m, cfg, errp) < 0 ||
+        hw_create_devices(m, cfg, errp) < 0 || boot_load_guest(m, errp) < 0 ||
+        boot_setup_bsp(m, &m->vcpus[0], errp) < 0) {
         goto fail;
     }
     /* Snapshot the pristine vCPU and VM state: system_reset goes back to it. */
@@ -637,6 +655,9 @@ void machine_free(struct machine *m)
     free(m->vcpus);
     /* Devices go before the block graph: virtio-blk flushes its node. */
     hw_free_devices(m);
+    if (m->blocks) {
+        block_graph_free(m->blocks); /* flushes and releases the image locks */
+    }
     free(m->regions);
     if (m->ram.host) {
         munmap(m->ram.host, m->ram.size);
