@@ -58,8 +58,9 @@ struct block_node {
     const struct block_driver *drv;
     struct block_node *file; /* the protocol child of a format node */
     bool read_only;
-    bool no_flush; /* cache.no-flush=on: flush is a no-op (tests, scratch disks) */
-    int users;     /* format nodes using this node as their file child */
+    bool no_flush;    /* cache.no-flush=on: flush is a no-op (tests, scratch disks) */
+    bool force_share; /* force-share=on (read-only only): deny nothing to others */
+    int users;        /* format nodes using this node as their file child */
     pthread_mutex_t lock;
     void *opaque; /* driver state */
 };

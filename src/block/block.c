@@ -187,7 +187,7 @@ static void graph_link(struct block_graph *graph, struct block_node *node)
 }
 
 static struct block_node *graph_add(struct block_graph *graph, json_t *opts, bool parent_ro,
-                                    bool have_parent, struct error **errp);
+                                    bool parent_share, bool have_parent, struct error **errp);
 
 /* Attach the "file" child of a format node: inline options or a node-name. */
 static int attach_file_child(struct block_graph *graph, struct block_node *node, json_t *opts,
@@ -220,7 +220,7 @@ static int attach_file_child(struct block_graph *graph, struct block_node *node,
             return -1;
         }
     } else if (json_is_object(file)) {
-        child = graph_add(graph, file, node->read_only, true, errp);
+        child = graph_add(graph, file, node->read_only, node->force_share, true, errp);
         if (!child) {
             error_prepend(errp, "%s", what);
             return -1;
@@ -238,7 +238,7 @@ static int attach_file_child(struct block_graph *graph, struct block_node *node,
 }
 
 static struct block_node *graph_add(struct block_graph *graph, json_t *opts, bool parent_ro,
-                                    bool have_parent, struct error **errp)
+                                    bool parent_share, bool have_parent, struct error **errp)
 {
     if (!json_is_object(opts)) {
         error_setg(errp, "-blockdev: expected an object of options");
@@ -263,7 +263,11 @@ static struct block_node *graph_add(struct block_graph *graph, json_t *opts, boo
                    name);
         return NULL;
     }
-    snprintf(what, sizeof(what), "node '%s'", name);
+    if (name == autoname) {
+        snprintf(what, sizeof(what), "its file child");
+    } else {
+        snprintf(what, sizeof(what), "node '%s'", name);
+    }
     if (block_graph_find(graph, name)) {
         error_setg(errp, "%s: duplicate node-name: a node with this name already exists", what);
         return NULL;
@@ -283,17 +287,23 @@ static struct block_node *graph_add(struct block_graph *graph, json_t *opts, boo
     if (check_keys(opts, drv, what, errp) < 0) {
         return NULL;
     }
-    bool ro = parent_ro, no_flush = false;
+    bool ro = parent_ro, no_flush = false, force_share = parent_share;
     if (kv_get_bool(opts, "read-only", what, &ro, errp) < 0 ||
+        kv_get_bool(opts, "force-share", what, &force_share, errp) < 0 ||
         parse_cache(opts, what, &no_flush, errp) < 0) {
         return NULL;
     }
     if (have_parent && parent_ro) {
         ro = true; /* a read-only format never writes its file */
     }
+    if (force_share && !ro) {
+        error_setg(errp, "%s: force-share=on needs read-only=on", what);
+        return NULL;
+    }
     struct block_node *node = node_alloc(name, drv);
     node->read_only = ro;
     node->no_flush = no_flush;
+    node->force_share = force_share;
     if (!drv->is_protocol && attach_file_child(graph, node, opts, what, errp) < 0) {
         node_destroy(node);
         return NULL;
@@ -313,7 +323,7 @@ static struct block_node *graph_add(struct block_graph *graph, json_t *opts, boo
 
 struct block_node *block_graph_add(struct block_graph *graph, json_t *opts, struct error **errp)
 {
-    return graph_add(graph, opts, false, false, errp);
+    return graph_add(graph, opts, false, false, false, errp);
 }
 
 struct block_node *block_graph_find(struct block_graph *graph, const char *node_name)

@@ -8,6 +8,15 @@
  *
  * Thread safety: each node has its own lock; calls on one node from several
  * threads (a vCPU doing virtio-blk I/O, a snapshot job) are serialised.
+ *
+ * Options (QEMU's names): common: driver, node-name, read-only,
+ * force-share (with read-only: take no "deny write" lock, like qemu-img -U),
+ * cache.no-flush (flush is a no-op: for tests and scratch disks),
+ * auto-read-only/discard/detect-zeroes (accepted, ignored); file: filename,
+ * locking (auto/on/off), aio (ignored); raw: file, offset, size; qcow2: file,
+ * backing (only null: ignore the backing file), and QEMU's cache-size
+ * options (accepted, ignored).  A "file" node takes QEMU's OFD image locks,
+ * so QEMU and snapvm can never both write one image.
  */
 #ifndef SNAPVM_BLOCK_BLOCK_H
 #define SNAPVM_BLOCK_BLOCK_H
@@ -77,10 +86,16 @@ int block_snapshot_find(struct block_node *node, const char *name_or_id,
 
 /*
  * vmstate of the snapshot being created.  The vmstate is written into the
- * active image's vmstate area (past the guest-visible end) *before*
- * block_snapshot_create(); create then records it (vm_state_size from info)
- * and drops it from the active state.  If the save fails before create,
- * block_vmstate_discard() frees whatever was written: no leaked clusters.
+ * active image's vmstate area *before* block_snapshot_create(); create then
+ * records it (vm_state_size from info) and drops it from the active state
+ * (the snapshot alone owns those clusters).  If the save fails before
+ * create, block_vmstate_discard() frees whatever was written: no leaked
+ * clusters.  A snapshot goto also drops an unsaved vmstate.
+ *
+ * `pos` is relative to the start of the vmstate area, which qcow2 puts
+ * where QEMU does: at the first L1-entry boundary at or past the virtual
+ * disk size (cluster_size * cluster_size / 8 granularity).  Rewriting a
+ * range overwrites it in place (live save rewrites dirtied pages).
  */
 int block_vmstate_write(struct block_node *node, uint64_t pos, const void *buf, size_t len,
                         struct error **errp);
@@ -88,8 +103,12 @@ int block_vmstate_discard(struct block_node *node, struct error **errp);
 
 /*
  * Create a snapshot of the current disk state plus the vmstate written so far.
- * info->name is the tag; info->id is assigned if empty.  Crash-safe: the
- * image holds either the old or the new snapshot table, never a mix.
+ * info->name is the tag (must be new on this node); info->id is assigned
+ * (max numeric id + 1, as QEMU does) if empty.  info->vm_state_size is the
+ * vmstate length to record; 0 makes a disk-only snapshot and frees any
+ * vmstate written.  date_sec/date_nsec/vm_clock_nsec are stored as given
+ * (qemu-img snapshot -l shows them).  Crash-safe: the image holds either
+ * the old or the new snapshot table, never a mix (leaked clusters at most).
  */
 int block_snapshot_create(struct block_node *node, struct block_snapshot_info *info,
                           struct error **errp);

@@ -13,12 +13,18 @@
  * other open file description holds the byte opposite to ours.  A writer
  * holds {read, write, resize} and denies {write, resize}; a reader holds
  * {read} and denies {write, resize}, exactly as QEMU does for a format
- * node's image file.
+ * node's image file; a force-share=on reader (qemu-img -U) denies nothing.
+ *
+ * OFD locks do not tell who holds them (l_pid is -1), so on a conflict we
+ * look for the holder in /proc (processes with the same file open) to name
+ * it in the error: "qemu-system-x86 (pid 1234)".
  */
 #include "block/block-int.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -78,10 +84,75 @@ static int byte_locked_by_other(int fd, off_t byte, bool *locked)
     return 0;
 }
 
-static int apply_locks(int fd, bool writable, const char *filename, struct error **errp)
+/* Does process `pid` have the file (dev, ino) open? */
+static bool process_has_file(const char *pid, dev_t dev, ino_t ino)
+{
+    char dirpath[300];
+    snprintf(dirpath, sizeof(dirpath), "/proc/%s/fd", pid);
+    DIR *d = opendir(dirpath);
+    if (!d) {
+        return false;
+    }
+    bool found = false;
+    struct dirent *e;
+    while (!found && (e = readdir(d)) != NULL) {
+        char p[600];
+        struct stat st;
+        snprintf(p, sizeof(p), "%s/%s", dirpath, e->d_name);
+        found = e->d_name[0] != '.' && stat(p, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
+    }
+    closedir(d);
+    return found;
+}
+
+/* Best effort: " It is open in qemu-system-x86 (pid 1234)." or "". */
+static void describe_holder(int fd, char *out, size_t outlen)
+{
+    struct stat st;
+    out[0] = 0;
+    DIR *proc = opendir("/proc");
+    if (!proc || fstat(fd, &st) < 0) {
+        if (proc) {
+            closedir(proc);
+        }
+        return;
+    }
+    char self[32];
+    snprintf(self, sizeof(self), "%d", (int)getpid());
+    struct dirent *e;
+    while ((e = readdir(proc)) != NULL) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9' || !strcmp(e->d_name, self) ||
+            !process_has_file(e->d_name, st.st_dev, st.st_ino)) {
+            continue;
+        }
+        char commpath[300], comm[64] = "?";
+        snprintf(commpath, sizeof(commpath), "/proc/%s/comm", e->d_name);
+        FILE *f = fopen(commpath, "r");
+        if (f) {
+            if (fgets(comm, sizeof(comm), f)) {
+                comm[strcspn(comm, "\n")] = 0;
+            }
+            fclose(f);
+        }
+        snprintf(out, outlen, " It is open in %.64s (pid %.32s).", comm, e->d_name);
+        break;
+    }
+    closedir(proc);
+}
+
+static void lock_conflict(int fd, bool shared, int perm, const char *filename, struct error **errp)
+{
+    char holder[400];
+    describe_holder(fd, holder, sizeof(holder));
+    error_setg(errp, "Failed to get %s\"%s\" lock: Is another process using the image [%s]?%s",
+               shared ? "shared " : "", perm_names[perm], filename, holder);
+}
+
+static int apply_locks(int fd, bool writable, bool force_share, const char *filename,
+                       struct error **errp)
 {
     unsigned held = 1u << PERM_READ;
-    unsigned denied = (1u << PERM_WRITE) | (1u << PERM_RESIZE);
+    unsigned denied = force_share ? 0 : (1u << PERM_WRITE) | (1u << PERM_RESIZE);
     if (writable) {
         held |= (1u << PERM_WRITE) | (1u << PERM_RESIZE);
     }
@@ -103,10 +174,7 @@ static int apply_locks(int fd, bool writable, const char *filename, struct error
                 return -1;
             }
             if (locked) {
-                error_setg(errp,
-                           "Failed to get \"%s\" lock: Is another process (QEMU or snapvm) "
-                           "using the image [%s]?",
-                           perm_names[i], filename);
+                lock_conflict(fd, false, i, filename, errp);
                 return -1;
             }
         }
@@ -116,10 +184,7 @@ static int apply_locks(int fd, bool writable, const char *filename, struct error
                 return -1;
             }
             if (locked) {
-                error_setg(errp,
-                           "Failed to get shared \"%s\" lock: Is another process (QEMU or "
-                           "snapvm) using the image [%s]?",
-                           perm_names[i], filename);
+                lock_conflict(fd, true, i, filename, errp);
                 return -1;
             }
         }
@@ -168,7 +233,7 @@ static int file_open(struct block_node *node, json_t *opts, struct error **errp)
         close(fd);
         return -1;
     }
-    if (locking && apply_locks(fd, !node->read_only, filename, errp) < 0) {
+    if (locking && apply_locks(fd, !node->read_only, node->force_share, filename, errp) < 0) {
         close(fd); /* closing the description drops every lock it took */
         return -1;
     }

@@ -72,8 +72,16 @@ def test_qemu_writer_blocks_snapvm(tmp_path):
         assert r.returncode != 0
         assert 'Failed to get "write" lock' in r.stderr
         assert f"[{img}]" in r.stderr and "another process" in r.stderr
+        # The holder is named.
+        assert f"qemu-system-x86 (pid {proc.pid})" in r.stderr
         r = run_blocktool("--blockdev", blockdev_raw(img, extra="read-only=on"), "-c", "info")
         assert 'Failed to get shared "write" lock' in r.stderr
+        # Like qemu-img -U: a force-share reader gets in.
+        r = run_blocktool("--blockdev", blockdev_raw(img, extra="read-only=on,force-share=on"),
+                          "-c", "info")
+        assert r.returncode == 0, r.stderr
+        r = run_blocktool("--blockdev", blockdev_raw(img, extra="force-share=on"), "-c", "info")
+        assert "force-share=on needs read-only=on" in r.stderr
     finally:
         proc.kill()
         proc.wait()
