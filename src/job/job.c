@@ -324,9 +324,9 @@ void job_progress_set_total(struct job *job, uint64_t total)
     __atomic_store_n(&job->total, total, __ATOMIC_RELAXED);
 }
 
-void job_progress_update(struct job *job, uint64_t done)
+void job_progress_update(struct job *job, uint64_t delta)
 {
-    __atomic_add_fetch(&job->current, done, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&job->current, delta, __ATOMIC_RELAXED);
 }
 
 /* ---- the monitor's side ---- */

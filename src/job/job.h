@@ -18,7 +18,7 @@
  *
  *     job_progress_set_total(job, bytes);
  *     while (...) { if (job_is_cancelled(job)) { error_setg(errp, ...); return -1; }
- *                   ...; job_progress_update(job, n); }
+ *                   ...; job_progress_update(job, bytes_just_written); }
  *
  * Thread safety: every function may be called from any thread.  A `struct
  * job *` is valid for its creator until job_start() returns (or until
@@ -98,9 +98,14 @@ int job_start(struct job *job, struct error **errp);
 
 const char *job_id(const struct job *job);
 bool job_is_cancelled(struct job *job);
-/* Progress in bytes: the total may change at any time; current only grows. */
+/*
+ * Progress in bytes (query-jobs' current-progress / total-progress).
+ * set_total sets the estimate (it may change at any time, either way);
+ * update ADDS `delta` bytes to current-progress, as QEMU's does: pass the
+ * bytes done since the last call, not a running total.
+ */
 void job_progress_set_total(struct job *job, uint64_t total);
-void job_progress_update(struct job *job, uint64_t done);
+void job_progress_update(struct job *job, uint64_t delta);
 
 /* ---- the monitor's side (query-jobs, job-cancel, ...) ---- */
 
