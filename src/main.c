@@ -18,6 +18,7 @@
 #include "machine/cmdline.h"
 #include "machine/machine.h"
 #include "monitor/monitor.h"
+#include "snapshot/snapshot.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -91,6 +92,19 @@ static void block_signals(void)
     signal(SIGPIPE, SIG_IGN);
 }
 
+/* -loadvm TAG: the whole VM state comes from the snapshot before any vCPU runs. */
+static int load_initial_snapshot(struct machine *m, const char *tag, struct error **errp)
+{
+    struct snapshot_request req = {.api = SNAPSHOT_API_SEED, .tag = tag};
+    json_t *result = NULL;
+    if (vm_snapshot_load(m, &req, NULL, &result, errp) < 0) {
+        error_prepend(errp, "-loadvm %s", tag);
+        return -1;
+    }
+    json_decref(result);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct vm_config cfg;
@@ -105,12 +119,6 @@ int main(int argc, char **argv)
         fputs(cfg.help ? vm_config_usage() : "snapvm version 0.1.0\n", stdout);
         vm_config_free(&cfg);
         return 0;
-    }
-    if (cfg.loadvm) {
-        error_setg(&err, "-loadvm %s: snapshots are not available in this build yet", cfg.loadvm);
-        error_report_and_free(err);
-        vm_config_free(&cfg);
-        return 1;
     }
     int ready_fd = -1;
     if (cfg.daemonize && daemonize_start(&ready_fd) < 0) {
@@ -142,6 +150,9 @@ int main(int argc, char **argv)
         if (monitor_start(mon, &err) < 0) {
             goto out;
         }
+    }
+    if (cfg.loadvm && load_initial_snapshot(m, cfg.loadvm, &err) < 0) {
+        goto out;
     }
     if (cfg.pidfile && write_pidfile(cfg.pidfile, &err) < 0) {
         goto out;

@@ -680,3 +680,23 @@ void machine_free(struct machine *m)
     pthread_cond_destroy(&m->cond);
     free(m);
 }
+
+int machine_snapshot_claim(struct machine *m, struct error **errp)
+{
+    pthread_mutex_lock(&m->lock);
+    bool busy = m->snapshot_busy;
+    m->snapshot_busy = true;
+    pthread_mutex_unlock(&m->lock);
+    if (busy) {
+        error_setg(errp, "Another snapshot operation is in progress; wait for it to finish");
+        return -1;
+    }
+    return 0;
+}
+
+void machine_snapshot_release(struct machine *m)
+{
+    pthread_mutex_lock(&m->lock);
+    m->snapshot_busy = false;
+    pthread_mutex_unlock(&m->lock);
+}

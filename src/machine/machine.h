@@ -79,6 +79,14 @@ void machine_resume_vcpus(struct machine *m);
  */
 enum run_state machine_set_run_state(struct machine *m, enum run_state state);
 
+/*
+ * One snapshot operation at a time: claim the machine's snapshot slot before
+ * starting one (fails with a clear error if another is under way), release
+ * it when done.
+ */
+int machine_snapshot_claim(struct machine *m, struct error **errp);
+void machine_snapshot_release(struct machine *m);
+
 int machine_vcpu_count(struct machine *m);
 /* Guest RAM as one host buffer: page i of the vmstate RAM section is ram + i*4096. */
 void *machine_ram(struct machine *m, uint64_t *size);

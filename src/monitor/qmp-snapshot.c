@@ -1,0 +1,460 @@
+/*
+ * The monitor's face of whole-VM snapshots: the seed's savevm/loadvm/delvm
+ * (deferred replies: the caller waits, nobody else does), QEMU 6.0's
+ * snapshot-save/-load/-delete jobs, query-snapshots, and the HMP commands
+ * savevm, loadvm, delvm and info snapshots.
+ *
+ * Every operation runs on a worker thread (its own, or its job's); the
+ * monitor thread only checks arguments, claims the machine's snapshot slot
+ * (one snapshot operation at a time) and returns.
+ */
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "job/job.h"
+#include "machine/machine.h"
+#include "monitor/commands.h"
+#include "monitor/qmp.h"
+#include "snapshot/snapshot.h"
+
+enum snapshot_op {
+    OP_SAVE,
+    OP_LOAD,
+    OP_DELETE,
+};
+
+struct snapshot_call {
+    struct machine *machine;
+    enum snapshot_op op;
+    json_t *args; /* kept alive: the request's strings point into it */
+    struct snapshot_request req;
+    const char *names[SNAPSHOT_MAX_NODES];
+    char tag[256];
+    bool hmp;
+    struct job *job; /* job API */
+    bool claimed;    /* holds the machine's snapshot slot */
+};
+
+/* ---- building a call from arguments ---- */
+
+static int take_names(struct snapshot_call *call, json_t *list, const char *arg,
+                      struct error **errp)
+{
+    if (!list) {
+        return 0;
+    }
+    if (json_array_size(list) > SNAPSHOT_MAX_NODES) {
+        error_setg(errp, "'%s' lists more than %d nodes", arg, SNAPSHOT_MAX_NODES);
+        return -1;
+    }
+    size_t i;
+    json_t *name;
+    json_array_foreach(list, i, name)
+    {
+        call->names[i] = json_string_value(name);
+    }
+    call->req.nodes.names = call->names;
+    call->req.nodes.count = json_array_size(list);
+    return 0;
+}
+
+static int claim(struct snapshot_call *call, struct error **errp)
+{
+    if (machine_snapshot_claim(call->machine, errp) < 0) {
+        return -1;
+    }
+    call->claimed = true;
+    return 0;
+}
+
+static void release(struct snapshot_call *call)
+{
+    if (call->claimed) {
+        call->claimed = false;
+        machine_snapshot_release(call->machine);
+    }
+}
+
+static void call_free(struct snapshot_call *call)
+{
+    release(call);
+    json_decref(call->args);
+    free(call);
+}
+
+static struct snapshot_call *call_new(struct qmp_request *req, enum snapshot_op op,
+                                      enum snapshot_api api, json_t *args, struct error **errp)
+{
+    struct snapshot_call *call = calloc(1, sizeof(*call));
+    if (!call) {
+        abort();
+    }
+    call->machine = qmp_request_machine(req);
+    call->op = op;
+    call->args = json_incref(args);
+    call->req.api = api;
+    const char *tag = json_string_value(json_object_get(args, "tag"));
+    snprintf(call->tag, sizeof(call->tag), "%s", tag ? tag : "");
+    call->req.tag = call->tag;
+    call->req.vmstate = json_string_value(json_object_get(args, "vmstate"));
+    const char *list_arg = api == SNAPSHOT_API_SEED ? "exclude" : "devices";
+    if (take_names(call, json_object_get(args, list_arg), list_arg, errp) < 0) {
+        call_free(call);
+        return NULL;
+    }
+    return call;
+}
+
+/* ---- running a call ---- */
+
+static void progress_set_total(void *opaque, uint64_t total)
+{
+    struct snapshot_call *call = opaque;
+    if (call->job) {
+        job_progress_set_total(call->job, total);
+    }
+}
+
+static void progress_advance(void *opaque, uint64_t bytes)
+{
+    struct snapshot_call *call = opaque;
+    if (call->job) {
+        job_progress_update(call->job, bytes); /* a delta, as QEMU's */
+    }
+}
+
+static bool progress_cancelled(void *opaque)
+{
+    struct snapshot_call *call = opaque;
+    return call->job && job_is_cancelled(call->job);
+}
+
+static int call_run(struct snapshot_call *call, json_t **result, struct error **errp)
+{
+    struct snapshot_progress progress = {
+            .set_total = progress_set_total,
+            .advance = progress_advance,
+            .cancelled = progress_cancelled,
+            .opaque = call,
+    };
+    int rc;
+    switch (call->op) {
+    case OP_SAVE:
+        rc = vm_snapshot_save(call->machine, &call->req, &progress, result, errp);
+        break;
+    case OP_LOAD:
+        rc = vm_snapshot_load(call->machine, &call->req, &progress, result, errp);
+        break;
+    default:
+        rc = vm_snapshot_delete(call->machine, &call->req, result, errp);
+        break;
+    }
+    release(call);
+    return rc;
+}
+
+/* What HMP prints for a finished call: nothing, as QEMU, except for delvm's misses. */
+static json_t *hmp_output(struct snapshot_call *call, json_t *result)
+{
+    json_t *missing = json_object_get(result, "missing");
+    if (call->op != OP_DELETE || json_array_size(missing) == 0) {
+        return json_string("");
+    }
+    char line[1024] = "";
+    size_t i;
+    json_t *name;
+    json_array_foreach(missing, i, name)
+    {
+        size_t used = strlen(line);
+        snprintf(line + used, sizeof(line) - used, "%s%s", i ? ", " : "", json_string_value(name));
+    }
+    char *text = NULL;
+    if (asprintf(&text, "Snapshot '%s' was not on: %s\r\n", call->tag, line) < 0) {
+        abort();
+    }
+    json_t *out = json_string(text);
+    free(text);
+    return out;
+}
+
+static json_t *seed_worker(struct qmp_request *req, void *opaque, struct error **errp)
+{
+    (void)req;
+    struct snapshot_call *call = opaque;
+    json_t *result = NULL;
+    if (call_run(call, &result, errp) == 0 && call->hmp) {
+        json_t *text = hmp_output(call, result);
+        json_decref(result);
+        result = text;
+    }
+    call_free(call);
+    return result;
+}
+
+/* Claim the machine's snapshot slot and run the call on a thread of its own. */
+static json_t *start_deferred(struct qmp_request *req, struct snapshot_call *call,
+                              struct error **errp)
+{
+    if (!call) {
+        return NULL;
+    }
+    if (claim(call, errp) < 0) {
+        call_free(call);
+        return NULL;
+    }
+    qmp_request_run_in_thread(req, seed_worker, call);
+    return NULL;
+}
+
+/* ---- the seed API ---- */
+
+static json_t *qmp_savevm(struct qmp_request *req, json_t *args, struct error **errp)
+{
+    return start_deferred(req, call_new(req, OP_SAVE, SNAPSHOT_API_SEED, args, errp), errp);
+}
+
+static json_t *qmp_loadvm(struct qmp_request *req, json_t *args, struct error **errp)
+{
+    return start_deferred(req, call_new(req, OP_LOAD, SNAPSHOT_API_SEED, args, errp), errp);
+}
+
+static json_t *qmp_delvm(struct qmp_request *req, json_t *args, struct error **errp)
+{
+    return start_deferred(req, call_new(req, OP_DELETE, SNAPSHOT_API_SEED, args, errp), errp);
+}
+
+/* ---- the job API ---- */
+
+static int job_run(struct job *job, void *opaque, struct error **errp)
+{
+    struct snapshot_call *call = opaque;
+    call->job = job;
+    json_t *result = NULL;
+    int rc = call_run(call, &result, errp);
+    json_decref(result);
+    return rc;
+}
+
+static void job_finished(struct job *job, void *opaque, const struct error *err)
+{
+    (void)job;
+    (void)err;
+    call_free(opaque);
+}
+
+static const struct job_driver snapshot_job_driver = {
+        .run = job_run,
+        .finished = job_finished,
+};
+
+static const char *const job_types[] = {
+        [OP_SAVE] = "snapshot-save",
+        [OP_LOAD] = "snapshot-load",
+        [OP_DELETE] = "snapshot-delete",
+};
+
+static json_t *start_job(struct qmp_request *req, enum snapshot_op op, json_t *args,
+                         struct error **errp)
+{
+    struct snapshot_call *call = call_new(req, op, SNAPSHOT_API_JOB, args, errp);
+    if (!call) {
+        return NULL;
+    }
+    if (claim(call, errp) < 0) {
+        call_free(call);
+        return NULL;
+    }
+    const char *id = json_string_value(json_object_get(args, "job-id"));
+    /* QEMU keeps snapshot jobs "concluded" until job-dismiss. */
+    struct job *job = job_create(qmp_request_jobs(req), id, job_types[op], &snapshot_job_driver,
+                                 call, JOB_MANUAL_DISMISS, errp);
+    if (!job) {
+        call_free(call);
+        return NULL;
+    }
+    /* On a failed start the driver's finished() has freed the call. */
+    job_start(job, NULL);
+    return NULL;
+}
+
+static json_t *qmp_snapshot_save(struct qmp_request *req, json_t *args, struct error **errp)
+{
+    return start_job(req, OP_SAVE, args, errp);
+}
+
+static json_t *qmp_snapshot_load(struct qmp_request *req, json_t *args, struct error **errp)
+{
+    return start_job(req, OP_LOAD, args, errp);
+}
+
+static json_t *qmp_snapshot_delete(struct qmp_request *req, json_t *args, struct error **errp)
+{
+    return start_job(req, OP_DELETE, args, errp);
+}
+
+static json_t *qmp_query_snapshots(struct qmp_request *req, json_t *args, struct error **errp)
+{
+    (void)args;
+    return vm_snapshot_query(qmp_request_machine(req), errp);
+}
+
+const struct qmp_command qmp_snapshot_commands[] = {
+        {"savevm", qmp_savevm},
+        {"loadvm", qmp_loadvm},
+        {"delvm", qmp_delvm},
+        {"snapshot-save", qmp_snapshot_save},
+        {"snapshot-load", qmp_snapshot_load},
+        {"snapshot-delete", qmp_snapshot_delete},
+        {"query-snapshots", qmp_query_snapshots},
+        {NULL, NULL},
+};
+
+/* ---- HMP ---- */
+
+static json_t *hmp_call(struct qmp_request *req, enum snapshot_op op, const char *tag, bool replace,
+                        struct error **errp)
+{
+    json_t *args = json_pack("{s:s}", "tag", tag);
+    struct snapshot_call *call = call_new(req, op, SNAPSHOT_API_SEED, args, errp);
+    json_decref(args);
+    if (call) {
+        call->hmp = true;
+        call->req.replace = replace;
+    }
+    return start_deferred(req, call, errp);
+}
+
+static int hmp_need_tag(const char *args, const char *cmd, struct error **errp)
+{
+    if (!args || !*args) {
+        error_setg(errp, "%s: a snapshot tag is required (usage: %s tag)", cmd, cmd);
+        return -1;
+    }
+    return 0;
+}
+
+static json_t *hmp_savevm(struct qmp_request *req, const char *args, struct error **errp)
+{
+    char tag[64];
+    if (!args || !*args) {
+        /* As QEMU: a name from the date and time. */
+        time_t now = time(NULL);
+        struct tm tm;
+        localtime_r(&now, &tm);
+        strftime(tag, sizeof(tag), "vm-%Y%m%d%H%M%S", &tm);
+        args = tag;
+    }
+    return hmp_call(req, OP_SAVE, args, true, errp);
+}
+
+static json_t *hmp_loadvm(struct qmp_request *req, const char *args, struct error **errp)
+{
+    if (hmp_need_tag(args, "loadvm", errp) < 0) {
+        return NULL;
+    }
+    return hmp_call(req, OP_LOAD, args, false, errp);
+}
+
+static json_t *hmp_delvm(struct qmp_request *req, const char *args, struct error **errp)
+{
+    if (hmp_need_tag(args, "delvm", errp) < 0) {
+        return NULL;
+    }
+    return hmp_call(req, OP_DELETE, args, false, errp);
+}
+
+static void append(char **text, size_t *len, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
+static void append(char **text, size_t *len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *piece = NULL;
+    if (vasprintf(&piece, fmt, ap) < 0) {
+        abort();
+    }
+    va_end(ap);
+    size_t n = strlen(piece);
+    char *grown = realloc(*text, *len + n + 1);
+    if (!grown) {
+        abort();
+    }
+    memcpy(grown + *len, piece, n + 1);
+    *text = grown;
+    *len += n;
+    free(piece);
+}
+
+static void format_vm_size(uint64_t bytes, char *buf, size_t len)
+{
+    if (bytes < 1024) {
+        snprintf(buf, len, "%llu B", (unsigned long long)bytes);
+    } else if (bytes < (1ULL << 20)) {
+        snprintf(buf, len, "%.3g KiB", (double)bytes / 1024);
+    } else if (bytes < (1ULL << 30)) {
+        snprintf(buf, len, "%.3g MiB", (double)bytes / (1 << 20));
+    } else {
+        snprintf(buf, len, "%.3g GiB", (double)bytes / (1 << 30));
+    }
+}
+
+static void format_row(json_t *snap, char **text, size_t *len)
+{
+    char size[32], date[32], clock[32];
+    format_vm_size((uint64_t)json_integer_value(json_object_get(snap, "vm-state-size")), size,
+                   sizeof(size));
+    time_t secs = (time_t)json_integer_value(json_object_get(snap, "date-sec"));
+    struct tm tm;
+    localtime_r(&secs, &tm);
+    strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
+    uint64_t ns = (uint64_t)json_integer_value(json_object_get(snap, "vm-clock-nsec"));
+    snprintf(clock, sizeof(clock), "%02llu:%02llu:%02llu.%03llu",
+             (unsigned long long)(ns / 3600000000000ULL),
+             (unsigned long long)(ns / 60000000000ULL % 60),
+             (unsigned long long)(ns / 1000000000ULL % 60),
+             (unsigned long long)(ns / 1000000ULL % 1000));
+    append(text, len, "%-9s %-17s %7s %19s %12s %s\r\n",
+           json_string_value(json_object_get(snap, "id")),
+           json_string_value(json_object_get(snap, "tag")), size, date, clock,
+           json_is_true(json_object_get(snap, "loadable")) ? "" : "(not loadable)");
+}
+
+static json_t *hmp_info_snapshots(struct qmp_request *req, const char *args, struct error **errp)
+{
+    (void)args;
+    json_t *list = vm_snapshot_query(qmp_request_machine(req), errp);
+    if (!list) {
+        return NULL;
+    }
+    if (json_array_size(list) == 0) {
+        json_decref(list);
+        return json_string("There is no snapshot available.\r\n");
+    }
+    char *text = NULL;
+    size_t len = 0;
+    append(&text, &len, "List of snapshots present on all disks:\r\n");
+    append(&text, &len, "%-9s %-17s %7s %19s %12s\r\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK");
+    size_t i;
+    json_t *snap;
+    json_array_foreach(list, i, snap)
+    {
+        format_row(snap, &text, &len);
+    }
+    json_decref(list);
+    json_t *out = json_string(text);
+    free(text);
+    return out;
+}
+
+const struct hmp_command hmp_snapshot_commands[] = {
+        {"savevm", "[tag]", "save a VM snapshot (an existing tag is replaced)", hmp_savevm},
+        {"loadvm", "tag", "restore a VM snapshot", hmp_loadvm},
+        {"delvm", "tag", "delete a VM snapshot from every disk", hmp_delvm},
+        {"info snapshots", "", "list the VM snapshots", hmp_info_snapshots},
+        {NULL, NULL, NULL, NULL},
+};

@@ -1,0 +1,36 @@
+/*
+ * The device-state section of a vmstate: one record per vCPU ("cpu/N"), one
+ * for the VM-wide KVM state ("kvm"), one describing the machine
+ * ("machine": RAM size and vCPU count) and one per device (its id).
+ *
+ * This is the one place that knows how the machine enumerates its state, so
+ * loading can check the whole section against this VM (a missing, extra or
+ * mismatched record is an error naming it) before anything is applied.
+ */
+#ifndef SNAPVM_SNAPSHOT_DEVSTATE_H
+#define SNAPVM_SNAPSHOT_DEVSTATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/buf.h"
+#include "util/error.h"
+
+struct machine;
+struct vmstate_record;
+
+/* Capture every record of a paused machine into `section`. */
+int devstate_capture(struct machine *m, struct byte_buf *section, struct error **errp);
+
+/*
+ * Check that `records` fit this machine: same RAM size and vCPU count, the
+ * same set of devices, the same record versions.  `where` names the snapshot.
+ */
+int devstate_check(struct machine *m, const struct vmstate_record *records, size_t count,
+                   const char *where, struct error **errp);
+
+/* Apply checked records to a paused machine. */
+int devstate_apply(struct machine *m, const struct vmstate_record *records, size_t count,
+                   struct error **errp);
+
+#endif
