@@ -47,8 +47,8 @@ struct virtio_blk {
 };
 
 /* Copy `len` bytes starting `skip` bytes into the segments [first, last). */
-static void seg_copy(struct virtq_elem *e, unsigned first, unsigned last, uint64_t skip,
-                     uint8_t *buf, uint64_t len, bool to_guest)
+static void seg_copy(const struct guest_ram *ram, struct virtq_elem *e, unsigned first,
+                     unsigned last, uint64_t skip, uint8_t *buf, uint64_t len, bool to_guest)
 {
     for (unsigned i = first; i < last && len; i++) {
         struct virtq_seg *s = &e->seg[i];
@@ -62,6 +62,7 @@ static void seg_copy(struct virtq_elem *e, unsigned first, unsigned last, uint64
         }
         if (to_guest) {
             memcpy(s->ptr + skip, buf, n);
+            guest_ram_mark_dirty(ram, s->ptr + skip, n);
         } else {
             memcpy(buf, s->ptr + skip, n);
         }
@@ -88,6 +89,7 @@ static uint64_t seg_bytes(const struct virtq_elem *e, bool write)
  */
 static int64_t serve(struct virtio_blk *b, struct virtq_elem *e)
 {
+    const struct guest_ram *ram = machine_guest_ram(b->vp.pci.dev.machine);
     uint64_t in_bytes = seg_bytes(e, false), out_bytes = seg_bytes(e, true);
     if (in_bytes < 16 || out_bytes < 1) {
         return -1;
@@ -97,7 +99,7 @@ static int64_t serve(struct virtio_blk *b, struct virtq_elem *e)
         nread++;
     }
     uint8_t hdr[16];
-    seg_copy(e, 0, nread, 0, hdr, 16, false);
+    seg_copy(ram, e, 0, nread, 0, hdr, 16, false);
     uint32_t type = (uint32_t)le_load(hdr, 4);
     uint64_t sector = le_load(hdr + 8, 8);
     uint64_t data_in = in_bytes - 16;  /* guest -> device data (OUT) */
@@ -128,11 +130,11 @@ static int64_t serve(struct virtio_blk *b, struct virtq_elem *e)
             if (block_pread(b->node, sector * SECTOR, buf, len, &err) < 0) {
                 status = VIRTIO_BLK_S_IOERR;
             } else {
-                seg_copy(e, nread, e->nseg, 0, buf, len, true);
+                seg_copy(ram, e, nread, e->nseg, 0, buf, len, true);
                 written = len;
             }
         } else {
-            seg_copy(e, 0, nread, 16, buf, len, false);
+            seg_copy(ram, e, 0, nread, 16, buf, len, false);
             if (block_pwrite(b->node, sector * SECTOR, buf, len, &err) < 0) {
                 status = VIRTIO_BLK_S_IOERR;
             }
@@ -151,7 +153,7 @@ static int64_t serve(struct virtio_blk *b, struct virtq_elem *e)
         const char *name = block_node_name(b->node);
         memcpy(id, name, strnlen(name, sizeof(id)));
         uint64_t n = data_out < sizeof(id) ? data_out : sizeof(id);
-        seg_copy(e, nread, e->nseg, 0, (uint8_t *)id, n, true);
+        seg_copy(ram, e, nread, e->nseg, 0, (uint8_t *)id, n, true);
         written = n;
         break;
     }
@@ -164,7 +166,7 @@ static int64_t serve(struct virtio_blk *b, struct virtq_elem *e)
         error_free(err);
     }
     /* The status byte is the last byte of the writable part. */
-    seg_copy(e, nread, e->nseg, out_bytes - 1, &status, 1, true);
+    seg_copy(ram, e, nread, e->nseg, out_bytes - 1, &status, 1, true);
     return (int64_t)(written + 1);
 }
 

@@ -122,6 +122,8 @@ int virtq_push(struct virtq *q, const struct guest_ram *ram, uint16_t head, uint
     le_store(e + 4, 4, len);
     q->used_idx++;
     __atomic_store_n((uint16_t *)(used + 2), q->used_idx, __ATOMIC_RELEASE);
+    guest_ram_mark_dirty(ram, used, 4);
+    guest_ram_mark_dirty(ram, e, 8);
     return 0;
 }
 

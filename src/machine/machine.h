@@ -94,6 +94,20 @@ void *machine_ram(struct machine *m, uint64_t *size);
 uint64_t machine_vm_clock_ns(struct machine *m);
 
 /*
+ * Dirty-page tracking for a live save.  Bit i of a bitmap is page i (4 KiB)
+ * of machine_ram(); a bitmap has machine_dirty_bitmap_words() words.  sync
+ * ORs into `bitmap` every page written since start or the previous sync,
+ * by the guest's CPUs (KVM's dirty log) or by snapvm's device models, and
+ * clears them.  For a final, consistent pass: pause the vCPUs, sync, write
+ * the pages, save the device and vCPU state, then resume and stop.  stop
+ * pauses the vCPUs briefly itself (not from a vCPU thread).
+ */
+size_t machine_dirty_bitmap_words(struct machine *m);
+int machine_dirty_log_start(struct machine *m, struct error **errp);
+int machine_dirty_log_sync(struct machine *m, uint64_t *bitmap, struct error **errp);
+void machine_dirty_log_stop(struct machine *m);
+
+/*
  * State capture, all with the vCPUs paused (machine_pause_vcpus).  A record
  * is snapvm's own format (tagged sections with lengths); loading checks every
  * section and length and names what does not match.

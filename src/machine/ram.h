@@ -16,7 +16,24 @@ struct guest_ram {
     uint8_t *host;
     uint64_t size;
     uint64_t low_size;
+    /* While dirty tracking is on (machine_dirty_log_start): one bit per
+     * page of `host`, set by device models that write guest RAM. */
+    uint64_t *dirty;
 };
+
+/* Record that a device model wrote [ptr, ptr+len) of guest RAM. */
+static inline void guest_ram_mark_dirty(const struct guest_ram *r, const void *ptr, uint64_t len)
+{
+    uint64_t *bm = __atomic_load_n(&r->dirty, __ATOMIC_ACQUIRE);
+    if (!bm || !len) {
+        return;
+    }
+    uint64_t first = (uint64_t)((const uint8_t *)ptr - r->host) >> 12;
+    uint64_t last = ((uint64_t)((const uint8_t *)ptr - r->host) + len - 1) >> 12;
+    for (uint64_t p = first; p <= last; p++) {
+        __atomic_or_fetch(&bm[p / 64], 1ULL << (p % 64), __ATOMIC_RELAXED);
+    }
+}
 
 static inline void *guest_ram_ptr(const struct guest_ram *r, uint64_t gpa, uint64_t len)
 {

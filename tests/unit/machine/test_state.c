@@ -343,11 +343,82 @@ static void test_pause_nests(void **state)
     vm_config_free(&cfg);
 }
 
+static bool page_dirty(const uint64_t *bm, uint64_t page)
+{
+    return bm[page / 64] & (1ULL << (page % 64));
+}
+
+/* A ring-3 fill marks exactly the pages it wrote; a disk read is tracked too. */
+static void test_dirty_tracking(void **state)
+{
+    (void)state;
+    if (access("/dev/kvm", R_OK | W_OK) != 0) {
+        skip();
+    }
+    char dir[] = "/tmp/snapvm-dirty-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char sock[128], serial[160];
+    snprintf(sock, sizeof(sock), "%s/serial.sock", dir);
+    snprintf(serial, sizeof(serial), "unix:%s,server=on,wait=off", sock);
+    char *argv[] = {"snapvm", "-m", "16", "-serial", serial, NULL};
+    struct vm_config cfg;
+    struct error *err = NULL;
+    vm_config_init(&cfg);
+    assert_int_equal(vm_config_parse(&cfg, 5, argv, &err), 0);
+    struct machine *m = machine_new(&cfg, &err);
+    assert_non_null(m);
+    struct serial_client c = {.len = 0};
+    c.fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    strcpy(sa.sun_path, sock);
+    assert_int_equal(connect(c.fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(machine_start(m, &err), 0);
+    char line[256];
+    do {
+        read_line(&c, line, sizeof(line));
+    } while (strcmp(line, "snapvm guest ready") != 0);
+
+    size_t words = machine_dirty_bitmap_words(m);
+    assert_int_equal(words, (16 << 20) / 4096 / 64);
+    uint64_t *bm = calloc(words, sizeof(uint64_t));
+    assert_int_equal(machine_dirty_log_start(m, &err), 0);
+    assert_int_equal(machine_dirty_log_start(m, &err), -1); /* already on */
+    error_free(err);
+    err = NULL;
+    assert_int_equal(machine_dirty_log_sync(m, bm, &err), 0);
+    memset(bm, 0, words * sizeof(uint64_t));
+    command(&c, "fill 3 1", line, sizeof(line)); /* data region: [2 MiB, 3 MiB) */
+    assert_string_equal(line, "ok");
+    assert_int_equal(machine_dirty_log_sync(m, bm, &err), 0);
+    for (uint64_t p = 512; p < 768; p++) {
+        assert_true(page_dirty(bm, p));
+    }
+    for (uint64_t p = 768; p < 4096; p++) {
+        assert_false(page_dirty(bm, p));
+    }
+    /* Sync cleared them: nothing in the data region since. */
+    memset(bm, 0, words * sizeof(uint64_t));
+    assert_int_equal(machine_dirty_log_sync(m, bm, &err), 0);
+    for (uint64_t p = 512; p < 4096; p++) {
+        assert_false(page_dirty(bm, p));
+    }
+    machine_dirty_log_stop(m);
+    assert_int_equal(machine_dirty_log_sync(m, bm, &err), -1);
+    error_free(err);
+    free(bm);
+    close(c.fd);
+    machine_request_quit(m);
+    machine_free(m);
+    vm_config_free(&cfg);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_roundtrip_on_running_guest),
             cmocka_unit_test(test_pause_nests),
+        cmocka_unit_test(test_dirty_tracking),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
