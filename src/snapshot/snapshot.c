@@ -242,33 +242,37 @@ static int create_block_snapshots(struct save_ctx *ctx, struct error **errp)
     return 0;
 }
 
+/*
+ * Replacing a tag (HMP savevm): qcow2 tags are unique per image, so the old
+ * snapshot goes before the new one is created -- but only once the new
+ * vmstate is completely written, so that the window in which neither
+ * exists is as short as a metadata update.
+ */
+static int delete_replaced(struct save_ctx *ctx, struct error **errp)
+{
+    struct snapshot_targets *t = &ctx->targets;
+    for (size_t i = 0; i < t->count; i++) {
+        struct block_snapshot_info old;
+        if (block_snapshot_find(t->nodes[i], ctx->req->tag, &old) == 0 &&
+            delete_by_id(t->nodes[i], old.id, errp) < 0) {
+            error_prepend(errp, "replacing snapshot '%s' on node '%s'", ctx->req->tag,
+                          block_node_name(t->nodes[i]));
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int do_save(struct save_ctx *ctx, json_t **result, struct error **errp)
 {
     struct snapshot_targets *t = &ctx->targets;
-    char old_ids[SNAPSHOT_MAX_NODES][128];
-    for (size_t i = 0; i < t->count; i++) {
-        struct block_snapshot_info old;
-        old_ids[i][0] = '\0';
-        if (block_snapshot_find(t->nodes[i], ctx->req->tag, &old) == 0) {
-            snprintf(old_ids[i], sizeof(old_ids[i]), "%s", old.id);
-        }
-    }
     if (devstate_capture(ctx->m, &ctx->devices, errp) < 0) {
         return -1;
     }
-    if (write_vmstate(ctx, errp) < 0 || create_block_snapshots(ctx, errp) < 0) {
+    if (write_vmstate(ctx, errp) < 0 || (ctx->req->replace && delete_replaced(ctx, errp) < 0) ||
+        create_block_snapshots(ctx, errp) < 0) {
         block_vmstate_discard(t->vmstate, NULL);
         return -1;
-    }
-    /* Replacing (HMP savevm): the new snapshot exists, now drop the old one by id. */
-    for (size_t i = 0; i < t->count; i++) {
-        if (old_ids[i][0] && delete_by_id(t->nodes[i], old_ids[i], errp) < 0) {
-            error_prepend(errp,
-                          "snapshot '%s' was saved, but replacing the old one on '%s' "
-                          "failed",
-                          ctx->req->tag, block_node_name(t->nodes[i]));
-            return -1;
-        }
     }
     *result = json_pack("{s:s, s:s, s:o, s:b, s:I, s:I}", "tag", ctx->req->tag, "vmstate",
                         block_node_name(t->vmstate), "devices", node_names(t), "vmstate-defaulted",
