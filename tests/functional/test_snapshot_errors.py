@@ -1,0 +1,208 @@
+"""Every rule of whole-VM snapshots that ends in an error: the error names
+the culprit, and a failed command changes nothing -- no partial snapshot,
+no leaked clusters, the guest as it was."""
+import subprocess
+
+import pytest
+
+from qmp import QMPError
+from snapshot_vm import Disk, Guest, qemu_img_check, qemu_img_snapshots
+
+pytestmark = pytest.mark.kvm
+
+
+def expect_error(qmp, command, *needles, cls="GenericError", **args):
+    with pytest.raises(QMPError) as exc:
+        qmp.cmd(command, **args)
+    assert exc.value.cls == cls, exc.value.desc
+    for needle in needles:
+        assert needle in exc.value.desc, exc.value.desc
+    return exc.value.desc
+
+
+def ovmf_disks():
+    """The seed's OVMF case: a qcow2 root disk and a small writable raw varstore."""
+    return [Disk("root", "qcow2", "64M"), Disk("varstore", "raw", "256K", attach=False)]
+
+
+def test_ovmf_varstore_blocks_plain_savevm(tmp_path):
+    with Guest(tmp_path, disks=ovmf_disks()) as g:
+        expect_error(g.qmp, "savevm", "'varstore'", "raw", "'exclude'", tag="s")
+        assert g.qmp.cmd("query-snapshots") == []
+        info = g.qmp.cmd("savevm", tag="s", exclude=["varstore"])
+        assert info["vmstate"] == "root" and info["devices"] == ["root"]
+        g.guest.cmd("fill 2 4")
+        g.qmp.cmd("loadvm", tag="s", exclude=["varstore"])
+        expect_error(g.qmp, "loadvm", "'varstore'", "'exclude'", tag="s")
+    assert qemu_img_snapshots(str(tmp_path / "root.qcow2"))["s"]["vm-state-size"] > 0
+
+
+def test_ovmf_case_with_the_job_api(tmp_path):
+    with Guest(tmp_path, disks=ovmf_disks()) as g:
+        g.qmp.cmd("snapshot-save", job_id="j1", tag="s", vmstate="root", devices=["root"])
+        job = g.wait_job("j1")
+        assert "error" not in job, job
+        g.qmp.cmd("snapshot-save", job_id="j2", tag="t", vmstate="root",
+                  devices=["root", "varstore"])
+        job = g.wait_job("j2")
+        assert "'varstore'" in job["error"] and "cannot hold snapshots" in job["error"]
+        assert [s["tag"] for s in g.qmp.cmd("query-snapshots")] == ["s"]
+
+
+def test_node_set_errors(tmp_path):
+    disks = [Disk("disk0", "qcow2", "64M"), Disk("raw0", "raw", "1M", attach=False)]
+    with Guest(tmp_path, disks=disks) as g:
+        ex = ["raw0"]
+        expect_error(g.qmp, "savevm", "'exclude' names no block node: 'nope'",
+                     cls="DeviceNotFound", tag="a", exclude=ex + ["nope"])
+        expect_error(g.qmp, "savevm", "all of them are in 'exclude'", tag="a",
+                     exclude=ex + ["disk0"])
+        expect_error(g.qmp, "savevm", "lists node 'raw0' twice", tag="a", exclude=ex + ["raw0"])
+        expect_error(g.qmp, "savevm", "'vmstate' names no block node: 'zz'",
+                     cls="DeviceNotFound", tag="a", exclude=ex, vmstate="zz")
+        expect_error(g.qmp, "savevm", "vmstate node 'raw0' (raw) cannot hold snapshots", tag="a",
+                     exclude=ex, vmstate="raw0")
+        expect_error(g.qmp, "savevm", "Parameter 'tag' must not be empty", tag="", exclude=ex)
+        for args, needle in [
+            ({"devices": []}, "'devices' must name at least one block node"),
+            ({"devices": ["disk0", "disk0"]}, "lists node 'disk0' twice"),
+            ({"devices": ["disk0"], "vmstate": "raw0"}, "vmstate node 'raw0' (raw)"),
+        ]:
+            g.qmp.cmd("snapshot-save", job_id="bad", tag="a", vmstate=args.pop("vmstate", "disk0"),
+                      **args)
+            job = g.wait_job("bad")
+            assert needle in job["error"], job
+            g.qmp.cmd("job-dismiss", id="bad")
+        assert g.qmp.cmd("query-snapshots") == []
+
+
+def test_existing_tag_is_refused(tmp_path):
+    with Guest(tmp_path, disks=[Disk("disk0", "qcow2", "64M")]) as g:
+        g.qmp.cmd("savevm", tag="dup")
+        expect_error(g.qmp, "savevm", "Snapshot 'dup' already exists on node 'disk0'", tag="dup")
+        g.qmp.cmd("snapshot-save", job_id="j", tag="dup", vmstate="disk0", devices=["disk0"])
+        assert "already exists" in g.wait_job("j")["error"]
+        assert len(g.qmp.cmd("query-snapshots")) == 1
+
+
+def test_default_vmstate_never_a_small_node(tmp_path):
+    disks = [Disk("vars", "qcow2", "1M", attach=False), Disk("big", "qcow2", "64M"),
+             Disk("mid", "qcow2", "32M")]
+    with Guest(tmp_path, disks=disks) as g:
+        info = g.qmp.cmd("savevm", tag="d")
+        assert info["vmstate"] == "big" and info["vmstate-defaulted"]
+        expect_error(g.qmp, "savevm", "name one with 'vmstate'", tag="e",
+                     exclude=["big", "mid"])
+        info = g.qmp.cmd("savevm", tag="e", exclude=["big", "mid"], vmstate="vars")
+        assert info["vmstate"] == "vars" and not info["vmstate-defaulted"]
+
+
+def test_loadvm_refusals_change_nothing(tmp_path):
+    disks = [Disk("disk0", "qcow2", "64M"), Disk("disk1", "qcow2", "32M")]
+    # A disk-only snapshot made by qemu-img before snapvm runs.
+    Guest(tmp_path, disks=disks)
+    subprocess.run(["qemu-img", "snapshot", "-c", "diskonly", str(tmp_path / "disk0.qcow2")],
+                   check=True)
+    subprocess.run(["qemu-img", "snapshot", "-c", "diskonly", str(tmp_path / "disk1.qcow2")],
+                   check=True)
+    with Guest(tmp_path, disks=disks) as g:
+        g.qmp.cmd("savevm", tag="only0", exclude=["disk1"])
+        g.guest.cmd("fill 9 8")
+        g.guest.cmd("disk write 0 3 3")
+        ram, sector = g.guest.sum(), g.sector(0, 3)
+        expect_error(g.qmp, "loadvm", "Snapshot 'missing' does not exist on node 'disk0'",
+                     tag="missing")
+        expect_error(g.qmp, "loadvm", "'diskonly'", "no vmstate", "qemu-img snapshot -c",
+                     tag="diskonly")
+        expect_error(g.qmp, "loadvm", "Snapshot 'only0' does not exist on node 'disk1'",
+                     tag="only0")
+        expect_error(g.qmp, "loadvm", "not part of the snapshot", tag="only0",
+                     exclude=["disk1"], vmstate="disk1")
+        assert g.qmp.cmd("query-status")["status"] == "running"
+        assert g.guest.sum() == ram and g.sector(0, 3) == sector
+        entry = {s["tag"]: s for s in g.qmp.cmd("query-snapshots")}
+        assert entry["diskonly"]["loadable"] is False and "no vmstate" in entry["diskonly"]["reason"]
+        assert entry["only0"]["loadable"] is False
+    for d in ("disk0", "disk1"):
+        assert qemu_img_check(str(tmp_path / f"{d}.qcow2")) == (0, 0)
+
+
+def test_loadvm_into_a_different_vm(tmp_path):
+    disks = [Disk("disk0", "qcow2", "64M"), Disk("disk1", "qcow2", "32M")]
+    with Guest(tmp_path, disks=disks, mem="64") as g:
+        g.qmp.cmd("savevm", tag="s")
+    with Guest(tmp_path, disks=disks, mem="96") as g:
+        expect_error(g.qmp, "loadvm", "taken with 64 MiB of RAM, this VM has 96 MiB", tag="s")
+        assert g.guest.cmd("tick").startswith("tick")
+    with Guest(tmp_path, disks=disks, extra=["-smp", "2"]) as g:
+        expect_error(g.qmp, "loadvm", "taken with 1 vCPUs, this VM has 2", tag="s")
+    # disk1 is still a node (so the tag is found on every node) but no device uses it.
+    other = [Disk("disk0", "qcow2", "64M"), Disk("disk1", "qcow2", "32M", attach=False)]
+    with Guest(tmp_path, disks=other) as g:
+        g.guest.cmd("fill 1 4")
+        ram = g.guest.sum()
+        desc = expect_error(g.qmp, "loadvm", "has state for device", tag="s")
+        assert "which this VM does not have" in desc
+        assert g.qmp.cmd("query-status")["status"] == "running"
+        assert g.guest.sum() == ram
+
+
+def test_vmstate_written_by_qemu_is_refused(tmp_path):
+    disk = [Disk("disk0", "qcow2", "64M")]
+    Guest(tmp_path, disks=disk)
+    img = str(tmp_path / "disk0.qcow2")
+    r = subprocess.run(["qemu-system-x86_64", "-nodefaults", "-display", "none", "-monitor",
+                        "stdio", "-m", "16", "-blockdev",
+                        f"driver=qcow2,node-name=d,file.driver=file,file.filename={img}"],
+                       input="savevm fromqemu\nquit\n", capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert qemu_img_snapshots(img)["fromqemu"]["vm-state-size"] > 0
+    with Guest(tmp_path, disks=disk) as g:
+        expect_error(g.qmp, "loadvm", "written by QEMU", "snapvm cannot load it",
+                     tag="fromqemu")
+        entry = g.qmp.cmd("query-snapshots")[0]
+        assert entry["loadable"] is False and "QEMU" in entry["reason"]
+        assert g.qmp.cmd("query-status")["status"] == "running"
+
+
+def test_failed_save_leaves_no_partial_snapshot(tmp_path):
+    """disk1 cannot count snapshot references (refcount_bits=1): creating the
+    block snapshot fails there after it succeeded on disk0."""
+    img1 = str(tmp_path / "disk1.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "refcount_bits=1", img1,
+                    "32M"], check=True)
+    disks = [Disk("disk0", "qcow2", "64M"), Disk("disk1", "qcow2", "32M")]
+    with Guest(tmp_path, disks=disks) as g:
+        g.guest.cmd("fill 4 8")
+        expect_error(g.qmp, "savevm", "'disk1'", "refcount_bits=1", tag="s")
+        assert g.qmp.cmd("query-snapshots") == []
+        assert g.qmp.cmd("query-status")["status"] == "running"
+    for d in ("disk0", "disk1"):
+        path = str(tmp_path / f"{d}.qcow2")
+        assert qemu_img_snapshots(path) == {}
+        assert qemu_img_check(path) == (0, 0)
+
+
+def test_delvm_where_it_exists_and_says_where_not(tmp_path):
+    disks = [Disk("disk0", "qcow2", "64M"), Disk("disk1", "qcow2", "32M")]
+    with Guest(tmp_path, disks=disks) as g:
+        g.qmp.cmd("savevm", tag="half", exclude=["disk1"])
+        info = g.qmp.cmd("delvm", tag="half")
+        assert info == {"tag": "half", "deleted": ["disk0"], "missing": ["disk1"]}
+        expect_error(g.qmp, "delvm", "Snapshot 'half' does not exist on any node", tag="half")
+        g.qmp.cmd("savevm", tag="half2", exclude=["disk1"])
+        assert "was not on: disk1" in g.qmp.hmp("delvm half2")
+
+
+def test_one_snapshot_operation_at_a_time(tmp_path):
+    with Guest(tmp_path, disks=[Disk("disk0", "qcow2", "2G")], mem="1024") as g:
+        g.guest.cmd("fill 1 900", timeout=60)
+        g.qmp.cmd("snapshot-save", job_id="long", tag="a", vmstate="disk0", devices=["disk0"])
+        other = g.connect()
+        desc = expect_error(other, "savevm", "Another snapshot operation is in progress",
+                            tag="b")
+        assert desc
+        job = g.wait_job("long")
+        assert "error" not in job
+        assert [s["tag"] for s in g.qmp.cmd("query-snapshots")] == ["a"]
