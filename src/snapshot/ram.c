@@ -78,15 +78,21 @@ static int write_run(struct ram_saver *s, uint64_t first, uint64_t count, struct
         return -1;
     }
     s->bytes_written += len;
-    if (s->progress) {
-        s->progress(s->opaque, len);
-    }
     return 0;
+}
+
+static void report_progress(struct ram_saver *s, uint64_t *reported, uint64_t upto)
+{
+    if (s->progress && upto > *reported) {
+        s->progress(s->opaque, (upto - *reported) * PAGE);
+    }
+    *reported = upto;
 }
 
 int ram_save_pages(struct ram_saver *s, uint64_t first, uint64_t count, struct error **errp)
 {
     uint64_t end = first + count;
+    uint64_t reported = first;
     uint64_t run_start = 0, run_len = 0;
     const uint64_t max_run = RAM_IO_CHUNK / PAGE;
     for (uint64_t i = first; i < end; i++) {
@@ -112,8 +118,10 @@ int ram_save_pages(struct ram_saver *s, uint64_t first, uint64_t count, struct e
                 return -1;
             }
             run_len = 0;
+            report_progress(s, &reported, i + 1);
         }
     }
+    report_progress(s, &reported, end);
     return 0;
 }
 

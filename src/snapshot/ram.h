@@ -25,7 +25,11 @@ struct ram_saver {
     uint64_t *stored;       /* bitmap: page holds non-zero data in the image */
     uint64_t pages_stored;  /* pages currently non-zero in the image */
     uint64_t bytes_written; /* everything written, rewrites included */
-    /* Optional: called after each write with the bytes just written. */
+    /*
+     * Optional: called as pages are processed, with the bytes of guest RAM
+     * dealt with since the last call (written or skipped as zero), so that
+     * progress reaches the RAM size whatever the share of zero pages.
+     */
     void (*progress)(void *opaque, uint64_t bytes);
     /* Optional: polled between writes; true aborts the save. */
     bool (*cancelled)(void *opaque);
