@@ -366,6 +366,9 @@ uint64_t syscall_dispatch(uint64_t a, uint64_t b, uint64_t c, uint64_t d, uint64
         return 0;
     case SYS_DISK:
         return (uint64_t)(int64_t)virtio_disk_io((uint32_t)a, b, (void *)c, d != 0);
+    case SYS_REBOOT:
+        outb(0xcf9, 0x06); /* system reset + reset CPU */
+        return 0;
     default:
         return (uint64_t)-1;
     }

@@ -234,9 +234,12 @@ static void run_command(char *line)
         reply_num("disks ", g.nr_disks, false);
     } else if (streq(argv[0], "disk")) {
         cmd_disk(argc, argv);
+    } else if (streq(argv[0], "reboot") && argc == 1) {
+        reply("ok");
+        sys(SYS_REBOOT, 0, 0, 0, 0);
     } else if (streq(argv[0], "help")) {
         reply("commands: tick, sum, fill SEED MB, dirty MBPS, disks, disk write D LBA SEED, "
-              "disk read D LBA");
+              "disk read D LBA, reboot");
     } else if (streq(argv[0], "tick") || streq(argv[0], "sum") || streq(argv[0], "fill") ||
                streq(argv[0], "dirty") || streq(argv[0], "disks")) {
         reply2("error: wrong number of arguments for ", argv[0]);

@@ -194,6 +194,12 @@ static void pci_host_pio(struct device *dev, uint64_t offset, uint8_t *data, uin
             } else {
                 le_store(data, 4, bus->config_addr);
             }
+        } else if (offset == 1 && len == 1 && is_write) {
+            /* 0xCF9, the PC's reset control register: RST_CPU (bit 2)
+             * resets the machine (QEMU and firmware use 0x06 there). */
+            if (data[0] & 0x04) {
+                machine_request_reset(dev->machine);
+            }
         } else if (!is_write) {
             memset(data, 0xff, len);
         }

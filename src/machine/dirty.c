@@ -30,11 +30,11 @@ static int set_logging(struct machine *m, bool on, struct error **errp)
 {
     uint64_t low = m->ram.low_size, high = m->ram.size - m->ram.low_size;
     struct kvm_userspace_memory_region r = {
-        .slot = 0,
-        .flags = on ? KVM_MEM_LOG_DIRTY_PAGES : 0,
-        .guest_phys_addr = 0,
-        .memory_size = low,
-        .userspace_addr = (uint64_t)(uintptr_t)m->ram.host,
+            .slot = 0,
+            .flags = on ? KVM_MEM_LOG_DIRTY_PAGES : 0,
+            .guest_phys_addr = 0,
+            .memory_size = low,
+            .userspace_addr = (uint64_t)(uintptr_t)m->ram.host,
     };
     /* Changing only the flags of an existing slot turns logging on or off
      * without remapping the memory. */

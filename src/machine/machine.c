@@ -574,11 +574,14 @@ static void serve_requests(struct machine *m)
 {
     pthread_mutex_lock(&m->lock);
     bool reset = m->reset_req && !m->quit;
-    m->reset_req = false;
     pthread_mutex_unlock(&m->lock);
     if (reset) {
         struct error *err = NULL;
         if (machine_pause_vcpus(m, &err) == 0) {
+            /* Cleared only now: the vCPU that asked waits parked until then. */
+            pthread_mutex_lock(&m->lock);
+            m->reset_req = false;
+            pthread_mutex_unlock(&m->lock);
             if (reset_paused(m, &err) < 0) {
                 error_report_and_free(err);
                 request_quit(m, "guest-reset", true, 1);

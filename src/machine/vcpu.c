@@ -110,12 +110,16 @@ void vcpu_kick(struct vcpu *v)
     }
 }
 
-/* Park while a pause is requested.  Returns true if the machine is quitting. */
+/*
+ * Park while a pause is requested, or while a reset this vCPU asked for
+ * (triple fault) is pending: running on would only fault again.  Returns
+ * true if the machine is quitting.
+ */
 static bool vcpu_park(struct vcpu *v)
 {
     struct machine *m = v->m;
     pthread_mutex_lock(&m->lock);
-    while (m->pause_req && !m->quit) {
+    while ((m->pause_req || m->reset_req) && !m->quit) {
         if (!v->parked) {
             v->parked = true;
             m->nr_parked++;

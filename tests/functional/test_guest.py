@@ -197,3 +197,16 @@ def test_daemonize_and_pidfile(tmp_path):
     while pidfile.exists():
         assert time.monotonic() < deadline, "pidfile not removed on exit"
         time.sleep(0.05)
+
+
+def test_guest_reboot_starts_over():
+    """reboot writes the PC reset register: snapvm resets the whole machine."""
+    with VM(["-m", "64", "-append", "tick_ms=20"]) as vm:
+        vm.wait_ready()
+        assert vm.cmd("fill 4 1") == "ok"
+        vm.wait_for(r"^tick 5$")
+        assert vm.cmd("reboot") == "ok"
+        vm.wait_ready()
+        assert vm.readline() == "tick 1"
+        assert vm.cmd("fill 4 1") == "ok"
+        assert vm.stop() == 0
