@@ -22,12 +22,17 @@
 #define SNAP_HDR       40
 #define SNAP_EXTRA_NEW 24 /* vm_state_size (64-bit), disk_size, icount */
 
+static void free_snapshot_fields(struct qcow2_snapshot *sn)
+{
+    free(sn->id);
+    free(sn->name);
+    free(sn->extra);
+}
+
 void qcow2_free_snapshots(struct qcow2_snapshot *snaps, uint32_t n)
 {
     for (uint32_t i = 0; snaps && i < n; i++) {
-        free(snaps[i].id);
-        free(snaps[i].name);
-        free(snaps[i].extra);
+        free_snapshot_fields(&snaps[i]);
     }
     free(snaps);
 }
@@ -436,8 +441,8 @@ int qcow2_snapshot_create(struct block_node *node, struct block_snapshot_info *i
     if (rc < 0) {
         /* Best effort back to the old state; whatever fails here only leaks. */
         if (ns) {
-            qcow2_free_snapshots(ns + s->nb_snapshots, 1);
-            /* ns itself holds borrowed entries */
+            /* Only the new entry is ours; the others are borrowed from s->snaps. */
+            free_snapshot_fields(&ns[s->nb_snapshots]);
             free(ns);
         }
         memcpy(s->l1, saved, (size_t)s->l1_size * 8);
@@ -576,9 +581,7 @@ int qcow2_snapshot_delete(struct block_node *node, const char *name_or_id, struc
                                  errp);
     }
     free(snl1);
-    free(gone.id);
-    free(gone.name);
-    free(gone.extra);
+    free_snapshot_fields(&gone);
     if (rc == 0) {
         rc = qcow2_fix_copied(s, errp);
     }

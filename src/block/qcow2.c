@@ -7,8 +7,9 @@
  *
  * snapvm updates refcounts eagerly even on lazy_refcounts images (allowed:
  * lazy refcounts are a compatible feature), so it never sets the dirty bit.
- * An image whose dirty bit is set (left by QEMU with lazy refcounts) may be
- * read but not written until `qemu-img check -r all` has repaired it.
+ * An image whose dirty bit is set (left by QEMU with lazy refcounts) is
+ * read as it is when opened read-only, and has its refcounts rebuilt
+ * (qcow2-repair.c) when opened for writing, as QEMU does.
  * Header extensions are never rewritten: snapvm only updates fixed header
  * fields in place, so unknown extensions stay intact byte for byte.
  */
@@ -181,13 +182,6 @@ static int check_features(struct qcow2_state *s, const struct header_ext_info *x
         error_setg(errp,
                    "'%s' is marked corrupt; open it read-only or repair it with "
                    "'qemu-img check -r all'",
-                   filename);
-        return -1;
-    }
-    if (s->incompat & QCOW2_INCOMPAT_DIRTY) {
-        error_setg(errp,
-                   "'%s' was not closed cleanly (dirty bit set: its lazy refcounts are "
-                   "stale); repair it with 'qemu-img check -r all' first, or open it read-only",
                    filename);
         return -1;
     }
@@ -434,6 +428,10 @@ static int qcow2_open(struct block_node *node, json_t *opts, struct error **errp
     if (load_l1(s, errp) < 0 || qcow2_refcount_init(s, errp) < 0 ||
         qcow2_read_snapshots(s, errp) < 0 || open_backing(s, h, opts, &x, depth, errp) < 0 ||
         clear_autoclear(s, errp) < 0) {
+        goto fail;
+    }
+    if (!node->read_only && (s->incompat & QCOW2_INCOMPAT_DIRTY) &&
+        qcow2_repair_refcounts(s, errp) < 0) {
         goto fail;
     }
     s->free_hint = 0;

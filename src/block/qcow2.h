@@ -5,6 +5,7 @@
  *   qcow2-cluster.c   L1/L2 mapping: reads, allocating writes with COW, L1 growth
  *   qcow2-refcount.c  refcounts: lookup, update, cluster allocation, table growth
  *   qcow2-snapshot.c  the snapshot table, snapshot create/goto/delete, vmstate
+ *   qcow2-repair.c    refcount rebuild for images left dirty (lazy refcounts)
  *
  * Format facts come from QEMU's docs/interop/qcow2.rst.  All on-disk numbers
  * are big-endian; in-memory tables (L1, refcount table) are kept in host
@@ -264,6 +265,9 @@ int qcow2_fix_copied_table(struct qcow2_state *s, uint64_t *l1, uint32_t size, b
                            struct error **errp);
 /* Same for the active L1, written back if it changed. */
 int qcow2_fix_copied(struct qcow2_state *s, struct error **errp);
+
+/* qcow2-repair.c: rebuild the refcounts of a dirty image and clear the dirty bit. */
+int qcow2_repair_refcounts(struct qcow2_state *s, struct error **errp);
 
 /* qcow2-snapshot.c */
 int qcow2_read_snapshots(struct qcow2_state *s, struct error **errp);
