@@ -1,5 +1,6 @@
 /*
- * Booting the built-in guest: copy its flat image to 1 MiB, write the
+ * Booting (a -kernel PVH ELF is loaded by pvh.c; its entry state is here).
+ * The built-in guest: copy its flat image to 1 MiB, write the
  * boot-info page (RAM ranges, the -append string), build identity-mapped
  * page tables, and put the boot vCPU straight into 64-bit long mode.
  *
@@ -90,9 +91,7 @@ static void write_boot_info(struct machine *m)
 int boot_load_guest(struct machine *m, struct error **errp)
 {
     if (m->kernel) {
-        error_setg(errp, "-kernel: '%s': only the built-in guest can boot on this build",
-                   m->kernel);
-        return -1;
+        return pvh_load(m, &m->kernel_entry, errp);
     }
     const struct guest_image_header *h = (const void *)snapvm_guest_image;
     if (snapvm_guest_image_size < sizeof(*h) || h->magic != GUEST_IMAGE_MAGIC ||
@@ -154,6 +153,42 @@ static int setup_lapic(struct vcpu *v, struct error **errp)
     return 0;
 }
 
+/*
+ * The PVH entry state: 32-bit protected mode, paging off, flat 4 GiB code
+ * and data segments, EBX = the hvm_start_info address.
+ */
+static int setup_pvh_bsp(struct machine *m, struct vcpu *v, struct kvm_sregs *sregs,
+                         struct error **errp)
+{
+    flat_segment(&sregs->cs, 0x08, 0xb, false);
+    flat_segment(&sregs->ds, 0x10, 0x3, false);
+    sregs->es = sregs->fs = sregs->gs = sregs->ss = sregs->ds;
+    sregs->gdt.base = GDT_ADDR;
+    sregs->gdt.limit = 23;
+    sregs->cr0 = CR0_PE | CR0_ET;
+    sregs->cr3 = 0;
+    sregs->cr4 = 0;
+    sregs->efer = 0;
+    uint64_t *gdt = gpa(m, GDT_ADDR, 24);
+    gdt[0] = 0;
+    gdt[1] = 0x00cf9a000000ffffULL; /* 32-bit code */
+    gdt[2] = 0x00cf92000000ffffULL;
+    if (ioctl(v->fd, KVM_SET_SREGS, sregs) < 0) {
+        KVM_FAIL(errp, "KVM_SET_SREGS");
+        return -1;
+    }
+    struct kvm_regs regs;
+    memset(&regs, 0, sizeof(regs));
+    regs.rip = m->kernel_entry;
+    regs.rbx = pvh_start_info_addr();
+    regs.rflags = 0x2;
+    if (ioctl(v->fd, KVM_SET_REGS, &regs) < 0) {
+        KVM_FAIL(errp, "KVM_SET_REGS");
+        return -1;
+    }
+    return setup_lapic(v, errp);
+}
+
 int boot_setup_bsp(struct machine *m, struct vcpu *v, struct error **errp)
 {
     const struct guest_image_header *h = (const void *)snapvm_guest_image;
@@ -161,6 +196,9 @@ int boot_setup_bsp(struct machine *m, struct vcpu *v, struct error **errp)
     if (ioctl(v->fd, KVM_GET_SREGS, &sregs) < 0) {
         KVM_FAIL(errp, "KVM_GET_SREGS");
         return -1;
+    }
+    if (m->kernel) {
+        return setup_pvh_bsp(m, v, &sregs, errp);
     }
     flat_segment(&sregs.cs, 0x08, 0xb, true);
     flat_segment(&sregs.ds, 0x10, 0x3, false);

@@ -60,6 +60,7 @@ struct machine {
     char *append;
     char *kernel;
     char *initrd;
+    uint64_t kernel_entry; /* PVH entry point of -kernel */
 
     /* Everything below is protected by `lock`. */
     pthread_mutex_t lock;
@@ -105,8 +106,10 @@ void vcpu_destroy(struct vcpu *v);
 /* vcpu_state.c */
 int vcpu_state_probe(struct machine *m, struct error **errp);
 
-/* boot.c */
+/* boot.c, pvh.c */
 int boot_load_guest(struct machine *m, struct error **errp);
+int pvh_load(struct machine *m, uint64_t *entry, struct error **errp);
+uint64_t pvh_start_info_addr(void);
 int boot_setup_bsp(struct machine *m, struct vcpu *v, struct error **errp);
 
 /* Report an ioctl failure as "IOCTL_NAME: strerror(errno)" (errno preserved). */

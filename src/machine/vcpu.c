@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -177,10 +178,22 @@ static bool handle_exit(struct vcpu *v)
         machine_fatal(v->m, "vCPU %d: KVM_RUN: entry failed, hardware reason 0x%llx", v->index,
                       (unsigned long long)r->fail_entry.hardware_entry_failure_reason);
         return false;
-    case KVM_EXIT_INTERNAL_ERROR:
-        machine_fatal(v->m, "vCPU %d: KVM_RUN: internal error, suberror %u", v->index,
-                      r->internal.suberror);
+    case KVM_EXIT_INTERNAL_ERROR: {
+        /* Include KVM's extra words (for an emulation failure: the
+         * instruction bytes and RIP) and RIP itself: this is all a user
+         * gets to find the instruction the host could not emulate. */
+        char extra[160] = "";
+        size_t pos = 0;
+        for (uint32_t i = 0; i < r->internal.ndata && i < 6 && pos < sizeof(extra); i++) {
+            pos += (size_t)snprintf(extra + pos, sizeof(extra) - pos, " 0x%llx",
+                                    (unsigned long long)r->internal.data[i]);
+        }
+        struct kvm_regs regs;
+        unsigned long long rip = ioctl(v->fd, KVM_GET_REGS, &regs) == 0 ? regs.rip : 0;
+        machine_fatal(v->m, "vCPU %d: KVM_RUN: internal error, suberror %u at rip 0x%llx%s%s",
+                      v->index, r->internal.suberror, rip, pos ? ", data" : "", extra);
         return false;
+    }
     default:
         machine_fatal(v->m, "vCPU %d: KVM_RUN: unhandled exit reason %u", v->index, r->exit_reason);
         return false;
