@@ -25,13 +25,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from qmp import QMP, QMPError, SnapVM  # noqa: E402
 
 
-def measure(connect, count, clients):
+def measure(connect, count, clients, seconds=None):
+    """count round trips per client, or as many as fit in `seconds`."""
     samples, lock = [], threading.Lock()
+    end = time.monotonic() + seconds if seconds else None
 
     def worker():
         with connect() as q:
             mine = []
-            for _ in range(count):
+            while (time.monotonic() < end) if end else len(mine) < count:
                 t = time.perf_counter()
                 q.cmd("query-status")
                 mine.append((time.perf_counter() - t) * 1e6)
@@ -102,7 +104,7 @@ def bench_snapvm(args):
         if args.disk and "snapshot-save" in commands:
             with BackgroundSaves(vm, "disk0") as bg:
                 time.sleep(0.2)
-                samples = measure(vm.connect, args.count, args.clients)
+                samples = measure(vm.connect, args.count, args.clients, args.seconds)
             report(f"snapvm, snapshot-save running ({bg.jobs} done)", samples)
         elif args.disk:
             print("snapvm has no snapshot-save yet: measured with the guest busy only")
@@ -131,6 +133,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--count", type=int, default=2000, help="round trips per client")
     p.add_argument("--clients", type=int, default=1)
+    p.add_argument("--seconds", type=float, default=5.0,
+                   help="how long to measure while snapshot-save jobs run")
     p.add_argument("--disk", help="a qcow2 image to attach (enables the snapshot-save load)")
     p.add_argument("--qemu", action="store_true", help="also measure QEMU")
     p.add_argument("snapvm_args", nargs="*", help="extra snapvm arguments (after --)")

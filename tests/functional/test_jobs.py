@@ -125,3 +125,36 @@ def test_monitor_answers_promptly_while_a_job_runs(vm):
     assert len(during) >= 10, f"only {len(during)} round trips while the job ran"
     assert statistics.median(during) < 0.02
     assert max(during) < 0.5
+
+
+def test_deferred_savevm_keeps_order_and_holds_up_no_one(vm):
+    """savevm answers when done, to its caller only: the caller's next command
+    waits behind it, another client is answered meanwhile."""
+    other = vm.connect()
+    q = vm.qmp
+    q.send({"execute": "savevm", "arguments": {"tag": "d1"}, "id": "save"})
+    q.send({"execute": "query-status", "id": "after"})
+    t = time.perf_counter()
+    assert other.cmd("query-status")["running"] in (True, False)
+    answered_other = time.perf_counter() - t
+    with pytest.raises(TimeoutError):  # the save is still going on
+        q.recv(timeout=0.01)
+    first = q.recv(timeout=60)
+    assert first["id"] == "save" and first["return"]["tag"] == "d1", first
+    assert q.recv()["id"] == "after"
+    assert answered_other < 0.5
+    assert [s["tag"] for s in other.cmd("query-snapshots")] == ["d1"]
+
+
+def test_client_vanishing_during_savevm(vm):
+    gone = vm.connect()
+    gone.send({"execute": "savevm", "arguments": {"tag": "v1"}})
+    gone.send({"execute": "query-status"})
+    gone.close()
+    q = vm.qmp
+    deadline = time.monotonic() + 60
+    while not q.cmd("query-snapshots"):  # the save completes without its client
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert q.cmd("query-snapshots")[0]["tag"] == "v1"
+    assert q.cmd("query-status")["status"] == "running"
