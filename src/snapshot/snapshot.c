@@ -134,6 +134,30 @@ static int check_tag_free(const struct snapshot_targets *t, const char *tag, boo
     return 0;
 }
 
+/*
+ * Live save: dirty-log pre-copy, with dirtied pages rewritten in place.
+ *
+ * Why pre-copy rather than userfaultfd write-protect copy-on-write: the
+ * vmstate's fixed RAM layout makes a rewrite an overwrite of the same
+ * clusters (no extra space, no reordering), KVM's dirty log also covers
+ * RAM backed by a shared -mem-path file or mapped from an image (where
+ * write-protect faults are not available for every backing), and the
+ * writer never sits in the guest's fault path.  The cost is a final pass
+ * under pause; it is bounded by stopping the pre-copy once the dirty set
+ * is small, and the bulk of the data is made durable (block_flush) before
+ * the pause, so the flushes inside it only cover metadata and the last
+ * pages.
+ *
+ * Point-in-time consistency: every page is written at least once, and
+ * every write to a page after it was written -- by a vCPU (KVM's dirty log)
+ * or by a device model (the machine's own dirty map) -- marks it dirty.
+ * The final pass, with every vCPU paused, rewrites all pages still marked,
+ * so the RAM section equals guest RAM at the instant of the pause, which
+ * is also the instant of the device, vCPU and disk state.
+ */
+#define PRECOPY_MAX_PASSES  16
+#define PRECOPY_FINAL_PAGES 256 /* 1 MiB: few enough to write under pause */
+
 struct save_ctx {
     struct machine *m;
     const struct snapshot_request *req;
@@ -143,6 +167,10 @@ struct save_ctx {
     struct vmstate_header header;
     uint8_t *ram;
     uint64_t ram_size;
+    struct ram_saver saver;
+    uint64_t *dirty; /* pages written since they were last stored */
+    size_t dirty_words;
+    uint64_t progress_total;
     uint64_t bytes_written;
 };
 
@@ -159,8 +187,133 @@ static bool ram_cancelled(void *opaque)
            ctx->progress->cancelled(ctx->progress->opaque);
 }
 
-/* Write RAM, then the device section and the header, into the vmstate area. */
-static int write_vmstate(struct save_ctx *ctx, struct error **errp)
+static uint64_t count_dirty(const struct save_ctx *ctx)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < ctx->dirty_words; i++) {
+        n += (uint64_t)__builtin_popcountll(ctx->dirty[i]);
+    }
+    return n;
+}
+
+/* Rewrite every page marked dirty, in runs, and clear the marks. */
+static int rewrite_dirty(struct save_ctx *ctx, struct error **errp)
+{
+    uint64_t pages = ctx->ram_size / VMSTATE_PAGE_SIZE;
+    ctx->progress_total += count_dirty(ctx) * VMSTATE_PAGE_SIZE;
+    progress_total(ctx->progress, ctx->progress_total);
+    uint64_t i = 0;
+    while (i < pages) {
+        if (!(ctx->dirty[i / 64] >> (i % 64) & 1)) {
+            i = ctx->dirty[i / 64] >> (i % 64) ? i + 1 : (i / 64 + 1) * 64;
+            continue;
+        }
+        uint64_t start = i;
+        while (i < pages && (ctx->dirty[i / 64] >> (i % 64) & 1)) {
+            i++;
+        }
+        if (ram_save_pages(&ctx->saver, start, i - start, errp) < 0) {
+            return -1;
+        }
+    }
+    memset(ctx->dirty, 0, ctx->dirty_words * sizeof(uint64_t));
+    return 0;
+}
+
+static int sync_dirty(struct save_ctx *ctx, struct error **errp)
+{
+    return machine_dirty_log_sync(ctx->m, ctx->dirty, errp);
+}
+
+static int flush_vmstate(struct save_ctx *ctx, struct error **errp)
+{
+    if (block_flush(ctx->targets.vmstate, errp) < 0) {
+        error_prepend(errp, "flushing the vmstate on node '%s'",
+                      block_node_name(ctx->targets.vmstate));
+        return -1;
+    }
+    return 0;
+}
+
+/* Rewrite what the guest dirtied until what is left is small. */
+static int converge(struct save_ctx *ctx, struct error **errp)
+{
+    for (int pass = 0; pass < PRECOPY_MAX_PASSES; pass++) {
+        if (sync_dirty(ctx, errp) < 0) {
+            return -1;
+        }
+        log_debug("live save: pass %d, %llu dirty pages", pass,
+                  (unsigned long long)count_dirty(ctx));
+        if (count_dirty(ctx) <= PRECOPY_FINAL_PAGES) {
+            return 0; /* left marked for the final pass */
+        }
+        if (rewrite_dirty(ctx, errp) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Room reserved for the device section: far more than a machine needs. */
+static uint64_t device_section_reserve(struct save_ctx *ctx)
+{
+    return (64u << 10) + (uint64_t)machine_vcpu_count(ctx->m) * (32u << 10);
+}
+
+/*
+ * Allocate the clusters of the header and of the device section while the
+ * guest runs: under the pause they are then overwritten, not allocated (an
+ * allocation costs the image a metadata flush).
+ */
+static int reserve_metadata(struct save_ctx *ctx, struct error **errp)
+{
+    uint64_t len = device_section_reserve(ctx);
+    void *zeros = calloc(1, len);
+    if (!zeros) {
+        error_setg(errp, "out of memory for the device section");
+        return -1;
+    }
+    int rc = block_vmstate_write(ctx->targets.vmstate, vmstate_devices_offset(ctx->ram_size), zeros,
+                                 len, errp);
+    if (rc == 0) {
+        rc = block_vmstate_write(ctx->targets.vmstate, 0, zeros, VMSTATE_HEADER_SIZE, errp);
+    }
+    free(zeros);
+    return rc;
+}
+
+/*
+ * Everything that happens while the guest runs: the first full pass, then
+ * rounds of "flush what was written, rewrite what the guest dirtied
+ * meanwhile" until a round rewrites little.  What is left for the pause is
+ * then a few pages, and the flushes under the pause (the block snapshot's
+ * metadata updates flush the image) find almost no data to write.
+ */
+#define PRECOPY_MAX_ROUNDS   4
+#define PRECOPY_UNFLUSHED_OK (8u << 20)
+
+static int precopy(struct save_ctx *ctx, struct error **errp)
+{
+    ctx->progress_total = ctx->ram_size;
+    progress_total(ctx->progress, ctx->progress_total);
+    if (reserve_metadata(ctx, errp) < 0 ||
+        ram_save_pages(&ctx->saver, 0, ctx->ram_size / VMSTATE_PAGE_SIZE, errp) < 0) {
+        return -1;
+    }
+    for (int round = 0; round < PRECOPY_MAX_ROUNDS; round++) {
+        uint64_t before = ctx->saver.bytes_written;
+        if (flush_vmstate(ctx, errp) < 0 || converge(ctx, errp) < 0) {
+            return -1;
+        }
+        if (ctx->saver.bytes_written - before <= PRECOPY_UNFLUSHED_OK) {
+            break;
+        }
+    }
+    return 0;
+}
+
+/* The device section and the header, written last. */
+static int write_devices_and_header(struct save_ctx *ctx, struct error **errp)
 {
     struct block_node *node = ctx->targets.vmstate;
     struct vmstate_header *h = &ctx->header;
@@ -168,36 +321,20 @@ static int write_vmstate(struct save_ctx *ctx, struct error **errp)
     h->ram_size = ctx->ram_size;
     h->vcpu_count = (uint32_t)machine_vcpu_count(ctx->m);
     h->vm_clock_ns = machine_vm_clock_ns(ctx->m);
-    h->devices_offset = VMSTATE_HEADER_SIZE;
+    h->ram_offset = VMSTATE_RAM_OFFSET;
+    h->devices_offset = vmstate_devices_offset(ctx->ram_size);
     h->devices_size = ctx->devices.len;
     h->devices_crc = vmstate_crc32(ctx->devices.data, ctx->devices.len);
-    h->ram_offset = vmstate_ram_offset(ctx->devices.len);
-    progress_total(ctx->progress, ctx->ram_size + VMSTATE_HEADER_SIZE + ctx->devices.len);
-
-    struct ram_saver saver;
-    if (ram_saver_init(&saver, node, h->ram_offset, ctx->ram, ctx->ram_size, errp) < 0) {
-        return -1;
-    }
-    saver.progress = ram_progress;
-    saver.cancelled = ram_cancelled;
-    saver.opaque = ctx;
-    int rc = ram_save_pages(&saver, 0, ctx->ram_size / VMSTATE_PAGE_SIZE, errp);
-    h->ram_pages_written = saver.pages_stored;
-    ctx->bytes_written = saver.bytes_written;
-    ram_saver_destroy(&saver);
-    if (rc < 0) {
-        return -1;
-    }
+    h->ram_pages_written = ctx->saver.pages_stored;
     uint8_t hdr[VMSTATE_HEADER_SIZE];
     vmstate_header_encode(h, hdr);
-    if (block_vmstate_write(node, VMSTATE_HEADER_SIZE, ctx->devices.data, ctx->devices.len, errp) <
+    if (block_vmstate_write(node, h->devices_offset, ctx->devices.data, ctx->devices.len, errp) <
                 0 ||
         block_vmstate_write(node, 0, hdr, sizeof(hdr), errp) < 0) {
         error_prepend(errp, "writing the vmstate to node '%s'", block_node_name(node));
         return -1;
     }
-    ctx->bytes_written += sizeof(hdr) + ctx->devices.len;
-    progress_advance(ctx->progress, sizeof(hdr) + ctx->devices.len);
+    ctx->bytes_written = ctx->saver.bytes_written + sizeof(hdr) + ctx->devices.len;
     return 0;
 }
 
@@ -263,23 +400,63 @@ static int delete_replaced(struct save_ctx *ctx, struct error **errp)
     return 0;
 }
 
-static int do_save(struct save_ctx *ctx, json_t **result, struct error **errp)
+/* Everything that happens with the guest paused: one instant for all state. */
+static int final_pass(struct save_ctx *ctx, json_t **result, struct error **errp)
 {
     struct snapshot_targets *t = &ctx->targets;
+    if (sync_dirty(ctx, errp) < 0) {
+        return -1;
+    }
+    log_debug("live save: %llu pages left for the final pass",
+              (unsigned long long)count_dirty(ctx));
+    if (rewrite_dirty(ctx, errp) < 0) {
+        return -1;
+    }
+    log_debug("live save: final pages written");
     if (devstate_capture(ctx->m, &ctx->devices, errp) < 0) {
         return -1;
     }
-    if (write_vmstate(ctx, errp) < 0 || (ctx->req->replace && delete_replaced(ctx, errp) < 0) ||
-        create_block_snapshots(ctx, errp) < 0) {
-        block_vmstate_discard(t->vmstate, NULL);
+    log_debug("live save: device state captured");
+    if (write_devices_and_header(ctx, errp) < 0) {
         return -1;
     }
+    log_debug("live save: device state written");
+    if ((ctx->req->replace && delete_replaced(ctx, errp) < 0) ||
+        create_block_snapshots(ctx, errp) < 0) {
+        return -1;
+    }
+    log_debug("live save: block snapshots created");
     *result = json_pack("{s:s, s:s, s:o, s:b, s:I, s:I}", "tag", ctx->req->tag, "vmstate",
                         block_node_name(t->vmstate), "devices", node_names(t), "vmstate-defaulted",
                         t->vmstate_defaulted, "vm-state-size",
                         (json_int_t)vmstate_total_size(&ctx->header), "bytes-written",
                         (json_int_t)ctx->bytes_written);
     return 0;
+}
+
+static int save_ctx_init(struct save_ctx *ctx, struct error **errp)
+{
+    ctx->ram = machine_ram(ctx->m, &ctx->ram_size);
+    buf_init(&ctx->devices);
+    ctx->dirty_words = machine_dirty_bitmap_words(ctx->m);
+    ctx->dirty = calloc(ctx->dirty_words, sizeof(uint64_t));
+    if (!ctx->dirty || ram_saver_init(&ctx->saver, ctx->targets.vmstate, VMSTATE_RAM_OFFSET,
+                                      ctx->ram, ctx->ram_size, errp) < 0) {
+        free(ctx->dirty);
+        error_setg(errp, "out of memory for the dirty-page map");
+        return -1;
+    }
+    ctx->saver.progress = ram_progress;
+    ctx->saver.cancelled = ram_cancelled;
+    ctx->saver.opaque = ctx;
+    return 0;
+}
+
+static void save_ctx_destroy(struct save_ctx *ctx)
+{
+    ram_saver_destroy(&ctx->saver);
+    free(ctx->dirty);
+    buf_free(&ctx->devices);
 }
 
 int vm_snapshot_save(struct machine *m, const struct snapshot_request *req,
@@ -289,19 +466,28 @@ int vm_snapshot_save(struct machine *m, const struct snapshot_request *req,
     if (check_tag(req->tag, errp) < 0 ||
         snapshot_select(machine_block_graph(m), req->api, &req->nodes, req->vmstate, true,
                         &ctx.targets, errp) < 0 ||
-        check_tag_free(&ctx.targets, req->tag, req->replace, errp) < 0) {
+        check_tag_free(&ctx.targets, req->tag, req->replace, errp) < 0 ||
+        save_ctx_init(&ctx, errp) < 0) {
         return -1;
     }
-    ctx.ram = machine_ram(m, &ctx.ram_size);
-    buf_init(&ctx.devices);
-    struct pause_scope ps;
-    if (pause_begin(&ps, m, RUN_STATE_SAVE_VM, errp) < 0) {
-        buf_free(&ctx.devices);
-        return -1;
+    int rc = -1;
+    if (machine_dirty_log_start(m, errp) < 0) {
+        goto out;
     }
-    int rc = do_save(&ctx, result, errp);
-    pause_end(&ps);
-    buf_free(&ctx.devices);
+    if (precopy(&ctx, errp) == 0) {
+        struct pause_scope ps;
+        if (pause_begin(&ps, m, RUN_STATE_SAVE_VM, errp) == 0) {
+            rc = final_pass(&ctx, result, errp);
+            pause_end(&ps);
+        }
+    }
+    machine_dirty_log_stop(m);
+out:
+    if (rc < 0) {
+        /* Nothing of a failed save stays behind: the vmstate area is freed. */
+        block_vmstate_discard(ctx.targets.vmstate, NULL);
+    }
+    save_ctx_destroy(&ctx);
     return rc;
 }
 

@@ -54,15 +54,14 @@ static uint32_t crc32_of(const void *data, size_t len)
     return (uint32_t)crc32(crc32(0L, Z_NULL, 0), data, (uInt)len);
 }
 
-uint64_t vmstate_ram_offset(uint64_t devices_size)
+uint64_t vmstate_devices_offset(uint64_t ram_size)
 {
-    uint64_t end = VMSTATE_HEADER_SIZE + devices_size;
-    return (end + VMSTATE_RAM_ALIGN - 1) / VMSTATE_RAM_ALIGN * VMSTATE_RAM_ALIGN;
+    return VMSTATE_RAM_OFFSET + ram_size;
 }
 
 uint64_t vmstate_total_size(const struct vmstate_header *h)
 {
-    return h->ram_offset + h->ram_size;
+    return h->devices_offset + h->devices_size;
 }
 
 void vmstate_header_encode(const struct vmstate_header *h, uint8_t *out)
@@ -111,15 +110,16 @@ static int check_layout(const struct vmstate_header *h, uint64_t vm_state_size, 
                    h->page_size, VMSTATE_PAGE_SIZE);
         return -1;
     }
-    if (h->devices_offset != VMSTATE_HEADER_SIZE || h->devices_size > VMSTATE_MAX_DEVICES_SIZE) {
-        error_setg(errp, "%s: vmstate device section at %llu (+%llu bytes) is invalid", where,
-                   (unsigned long long)h->devices_offset, (unsigned long long)h->devices_size);
-        return -1;
-    }
-    if (h->ram_offset != vmstate_ram_offset(h->devices_size) || h->ram_size % VMSTATE_PAGE_SIZE ||
+    if (h->ram_offset != VMSTATE_RAM_OFFSET || h->ram_size % VMSTATE_PAGE_SIZE ||
         h->ram_size == 0 || h->ram_size > (1ULL << 46)) {
         error_setg(errp, "%s: vmstate RAM section (offset %llu, size %llu) is invalid", where,
                    (unsigned long long)h->ram_offset, (unsigned long long)h->ram_size);
+        return -1;
+    }
+    if (h->devices_offset != vmstate_devices_offset(h->ram_size) ||
+        h->devices_size > VMSTATE_MAX_DEVICES_SIZE) {
+        error_setg(errp, "%s: vmstate device section at %llu (+%llu bytes) is invalid", where,
+                   (unsigned long long)h->devices_offset, (unsigned long long)h->devices_size);
         return -1;
     }
     if (vmstate_total_size(h) > vm_state_size) {

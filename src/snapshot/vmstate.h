@@ -4,12 +4,16 @@
  *
  *   [0, 4096)               header (magic, version, sizes, section offsets,
  *                           CRC-32s of the device section and of the header)
- *   [4096, ...)             device-state section: records (id, version,
+ *   [2 MiB, +ram_size)      guest RAM, page i at ram_offset + i * 4096;
+ *                           ram_offset (2 MiB) is cluster aligned for every
+ *                           qcow2 cluster size
+ *   [ram end, ...)          device-state section: records (id, version,
  *                           length, payload), one per vCPU, one for the
  *                           VM-wide KVM state, one per device
- *   [ram_offset, +ram_size) guest RAM, page i at ram_offset + i * 4096;
- *                           ram_offset is 2 MiB aligned, so it is cluster
- *                           aligned for every qcow2 cluster size
+ *
+ * The device section comes after RAM because a live save writes RAM while
+ * the guest runs, before the device state exists: RAM's place cannot depend
+ * on the size of what is captured last.
  *
  * The RAM section has a fixed layout rather than a stream so that live save
  * can rewrite a dirtied page in place and restore can map clusters straight
@@ -56,8 +60,9 @@ struct vmstate_header {
 
 /* The CRC-32 used for the device section (zlib's). */
 uint32_t vmstate_crc32(const void *data, size_t len);
-/* Offset of the RAM section for a device section of the given size. */
-uint64_t vmstate_ram_offset(uint64_t devices_size);
+/* Where the RAM section starts, and where the device section follows it. */
+#define VMSTATE_RAM_OFFSET VMSTATE_RAM_ALIGN
+uint64_t vmstate_devices_offset(uint64_t ram_size);
 /* Total vmstate size (what the snapshot records as vm_state_size). */
 uint64_t vmstate_total_size(const struct vmstate_header *h);
 

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static void log_v(const char *level, const char *fmt, va_list ap)
 {
@@ -38,8 +39,13 @@ void log_debug(const char *fmt, ...)
     if (!env || !strcmp(env, "0")) {
         return;
     }
+    /* Monotonic timestamps, so that debug output can time a snapshot's steps. */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    char level[48];
+    snprintf(level, sizeof(level), "debug: [%ld.%06ld] ", (long)ts.tv_sec, ts.tv_nsec / 1000);
     va_list ap;
     va_start(ap, fmt);
-    log_v("debug: ", fmt, ap);
+    log_v(level, fmt, ap);
     va_end(ap);
 }

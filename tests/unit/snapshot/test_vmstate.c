@@ -16,12 +16,12 @@ static struct vmstate_header sample_header(void)
             .ram_size = 128ULL << 20,
             .vcpu_count = 2,
             .vm_clock_ns = 123456789,
-            .devices_offset = VMSTATE_HEADER_SIZE,
+            .ram_offset = VMSTATE_RAM_OFFSET,
             .devices_size = 10000,
             .devices_crc = 0xdeadbeef,
             .ram_pages_written = 77,
     };
-    h.ram_offset = vmstate_ram_offset(h.devices_size);
+    h.devices_offset = vmstate_devices_offset(h.ram_size);
     return h;
 }
 
@@ -56,13 +56,13 @@ static void test_header_roundtrip(void **state)
     assert_int_equal(out.ram_pages_written, 77);
 }
 
-static void test_ram_offset_alignment(void **state)
+static void test_layout(void **state)
 {
     (void)state;
-    assert_int_equal(vmstate_ram_offset(0), VMSTATE_RAM_ALIGN);
-    assert_int_equal(vmstate_ram_offset(VMSTATE_RAM_ALIGN - VMSTATE_HEADER_SIZE),
-                     VMSTATE_RAM_ALIGN);
-    assert_int_equal(vmstate_ram_offset(VMSTATE_RAM_ALIGN), 2 * VMSTATE_RAM_ALIGN);
+    struct vmstate_header h = sample_header();
+    assert_int_equal(VMSTATE_RAM_OFFSET % (2u << 20), 0); /* every cluster size divides it */
+    assert_int_equal(h.devices_offset, VMSTATE_RAM_OFFSET + (128ULL << 20));
+    assert_int_equal(vmstate_total_size(&h), h.devices_offset + 10000);
 }
 
 static void test_rejects_foreign_and_corrupt(void **state)
@@ -93,6 +93,11 @@ static void test_rejects_foreign_and_corrupt(void **state)
     h.ram_offset += 4096;
     vmstate_header_encode(&h, buf);
     expect_decode_error(buf, sizeof(buf), size + 4096, "RAM section");
+
+    h = sample_header();
+    h.devices_offset -= 4096;
+    vmstate_header_encode(&h, buf);
+    expect_decode_error(buf, sizeof(buf), size, "device section");
 }
 
 static void test_records_roundtrip(void **state)
@@ -157,7 +162,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_header_roundtrip),
-            cmocka_unit_test(test_ram_offset_alignment),
+            cmocka_unit_test(test_layout),
             cmocka_unit_test(test_rejects_foreign_and_corrupt),
             cmocka_unit_test(test_records_roundtrip),
             cmocka_unit_test(test_records_reject_malformed),
