@@ -32,8 +32,13 @@
 #include "monitor/monitor-int.h"
 
 const struct qmp_command *const qmp_default_tables[] = {
-        qmp_core_commands, qmp_machine_commands, qmp_block_commands, qmp_job_commands,
-        qmp_snapshot_commands, qmp_hmp_commands, NULL,
+        qmp_core_commands,
+        qmp_machine_commands,
+        qmp_block_commands,
+        qmp_job_commands,
+        qmp_snapshot_commands,
+        qmp_hmp_commands,
+        NULL,
 };
 
 const struct hmp_command *const hmp_default_tables[] = {
