@@ -217,7 +217,10 @@ const char *qmp_request_command(struct qmp_request *req)
 
 void qmp_request_defer(struct qmp_request *req)
 {
-    req->deferred = true;
+    if (!req->deferred) {
+        req->deferred = true;
+        monitor_note_deferred(req->mon);
+    }
 }
 
 void qmp_request_complete(struct qmp_request *req, json_t *ret, struct error *err)

@@ -30,6 +30,9 @@ size_t framer_buffered(const struct framer *f)
 
 static void consume(struct framer *f, size_t n)
 {
+    if (n == 0) {
+        return; /* also: an empty buffer may have no storage yet */
+    }
     memmove(f->buf.data, f->buf.data + n, f->buf.len - n);
     f->buf.len -= n;
     f->pos -= n;

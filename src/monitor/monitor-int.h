@@ -45,7 +45,11 @@ const struct qapi_schema *monitor_schema(struct monitor *mon);
 const struct qmp_command *const *monitor_qmp_tables(struct monitor *mon);
 const struct hmp_command *const *monitor_hmp_tables(struct monitor *mon);
 struct machine *monitor_machine(struct monitor *mon);
-/* Hand a completed deferred request to the monitor thread. */
+/*
+ * Count a request as deferred (monitor_free waits for it), and hand a
+ * completed one to the monitor thread.
+ */
+void monitor_note_deferred(struct monitor *mon);
 void monitor_queue_completion(struct monitor *mon, struct qmp_request *req);
 
 /* query-version's answer, also in the greeting. */

@@ -80,9 +80,11 @@ struct monitor {
     struct listener *listeners;
     struct client *clients;
     uint64_t next_client_id;
-    pthread_mutex_t lock; /* guards the two queues below */
+    pthread_mutex_t lock; /* guards the queues and the count below */
     json_t *events;       /* messages waiting for the monitor thread */
     struct qmp_request *completions, **completions_tail;
+    int outstanding;     /* deferred requests not completed yet */
+    pthread_cond_t done; /* signalled when `outstanding` drops */
 };
 
 /* ---- accessors (monitor-int.h) ---- */
@@ -403,14 +405,44 @@ static void drain_completions(struct monitor *mon)
     }
 }
 
+void monitor_note_deferred(struct monitor *mon)
+{
+    pthread_mutex_lock(&mon->lock);
+    mon->outstanding++;
+    pthread_mutex_unlock(&mon->lock);
+}
+
+/*
+ * The completing thread touches nothing of `mon` after the unlock: once
+ * `outstanding` drops, monitor_free() may go ahead and free it.
+ */
 void monitor_queue_completion(struct monitor *mon, struct qmp_request *req)
 {
     req->next = NULL;
     pthread_mutex_lock(&mon->lock);
     *mon->completions_tail = req;
     mon->completions_tail = &req->next;
-    pthread_mutex_unlock(&mon->lock);
+    mon->outstanding--;
     wake(mon);
+    pthread_cond_broadcast(&mon->done);
+    pthread_mutex_unlock(&mon->lock);
+}
+
+/* Deferred requests point at the monitor: let them finish (and answer). */
+static void wait_outstanding(struct monitor *mon)
+{
+    pthread_mutex_lock(&mon->lock);
+    bool said = false;
+    while (mon->outstanding > 0) {
+        struct timespec deadline;
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_sec += 2;
+        if (pthread_cond_timedwait(&mon->done, &mon->lock, &deadline) != 0 && !said) {
+            log_info("waiting for %d monitor command(s) to finish", mon->outstanding);
+            said = true;
+        }
+    }
+    pthread_mutex_unlock(&mon->lock);
 }
 
 static json_t *event_message(const char *event, json_t *data)
@@ -517,6 +549,7 @@ struct monitor *monitor_new_custom(struct machine *machine, const char *schema_j
     mon->events = json_array();
     mon->completions_tail = &mon->completions;
     pthread_mutex_init(&mon->lock, NULL);
+    pthread_cond_init(&mon->done, NULL);
     mon->epfd = epoll_create1(EPOLL_CLOEXEC);
     mon->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &mon->wake};
@@ -595,6 +628,7 @@ void monitor_free(struct monitor *mon)
     /* Jobs may still emit events and complete requests: let them. */
     job_manager_free(mon->jobs);
     mon->jobs = NULL;
+    wait_outstanding(mon);
     drain_events(mon);
     drain_completions(mon);
     flush_at_exit(mon);
@@ -610,6 +644,7 @@ void monitor_free(struct monitor *mon)
         close(mon->wakefd);
     }
     json_decref(mon->events);
+    pthread_cond_destroy(&mon->done);
     pthread_mutex_destroy(&mon->lock);
     qapi_schema_free(mon->schema);
     free(mon);

@@ -8,7 +8,10 @@
  * returns at once; the worker then calls qmp_request_complete() exactly
  * once.  Meanwhile that client's later commands wait (QMP answers a client's
  * commands in order) while every other client is served.  If the client
- * disconnects first, the completion is simply dropped.
+ * disconnects first, the completion is simply dropped.  monitor_free()
+ * (at quit) waits for every deferred request to be completed, so the
+ * caller still gets its answer; complete as the last thing that touches
+ * the machine.
  *
  * See commands.c for how to add a command.
  */

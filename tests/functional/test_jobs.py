@@ -158,3 +158,18 @@ def test_client_vanishing_during_savevm(vm):
         time.sleep(0.05)
     assert q.cmd("query-snapshots")[0]["tag"] == "v1"
     assert q.cmd("query-status")["status"] == "running"
+
+
+def test_quit_while_savevm_runs(vm, tmp_path, qemu_img):
+    """quit waits for a deferred savevm: its caller gets the answer, the image
+    holds the snapshot, snapvm exits cleanly."""
+    saver = vm.connect()
+    saver.send({"execute": "savevm", "arguments": {"tag": "q1"}, "id": "save"})
+    time.sleep(0.05)
+    assert vm.qmp.cmd("quit") == {}
+    assert vm.proc.wait(timeout=60) == 0
+    reply = saver.recv(timeout=5)
+    assert reply["id"] == "save" and reply["return"]["tag"] == "q1"
+    listing = subprocess.run([qemu_img, "snapshot", "-l", str(tmp_path / "disk.qcow2")],
+                             capture_output=True, text=True, check=True).stdout
+    assert "q1" in listing

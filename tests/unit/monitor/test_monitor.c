@@ -407,6 +407,37 @@ static void test_client_that_does_not_read(void **state)
     cl_close(b);
 }
 
+/* Freeing the monitor waits for a deferred reply, and delivers it. */
+static void test_free_waits_for_deferred_replies(void **state)
+{
+    (void)state;
+    char *schema = test_schema();
+    struct monitor *m2 = monitor_new_custom(NULL, schema, test_tables, test_hmp_tables, NULL);
+    free(schema);
+    char path[128], spec[160];
+    snprintf(path, sizeof(path), "/tmp/snapvm-test-monitor2-%d.sock", getpid());
+    snprintf(spec, sizeof(spec), "unix:%s,server=on,wait=off", path);
+    assert_int_equal(monitor_listen(m2, spec, NULL), 0);
+    assert_int_equal(monitor_start(m2, NULL), 0);
+    struct client *c = calloc(1, sizeof(*c));
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    strcpy(sa.sun_path, path);
+    c->fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    assert_int_equal(connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    json_decref(cl_recv(c, 2000));
+    json_decref(cl_cmd(c, "{\"execute\": \"qmp_capabilities\"}"));
+    cl_send(c, "{\"execute\": \"x-test-sleep\", \"arguments\": {\"ms\": 300}, \"id\": 9}");
+    usleep(50000);
+    long t = now_ms();
+    monitor_free(m2);
+    assert_true(now_ms() - t >= 200);
+    json_t *r = cl_recv(c, 2000);
+    assert_non_null(r);
+    assert_int_equal(json_integer_value(json_object_get(r, "id")), 9);
+    json_decref(r);
+    cl_close(c);
+}
+
 static bool is_status_event(json_t *ev, const char *id, const char *status)
 {
     json_t *data = json_object_get(ev, "data");
@@ -540,6 +571,7 @@ int main(void)
             cmocka_unit_test(test_hmp),
             cmocka_unit_test(test_listen_specs),
             cmocka_unit_test(test_client_that_does_not_read),
+            cmocka_unit_test(test_free_waits_for_deferred_replies),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
