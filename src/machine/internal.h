@@ -39,6 +39,7 @@ struct machine {
     int vm_fd;
     size_t run_size;
     struct guest_ram ram;
+    struct ram_mapping ram_mapping; /* owned by src/snapshot (instant restore) */
     int nr_vcpus;
     struct vcpu *vcpus;
 

@@ -423,6 +423,7 @@ static int ram_init(struct machine *m, const struct vm_config *cfg, struct error
         }
         p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         close(fd); /* the mapping keeps the file */
+        m->ram.shared_file = true;
     } else {
         p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                  -1, 0);
@@ -666,6 +667,7 @@ void machine_free(struct machine *m)
         munmap(m->ram.host, m->ram.size);
     }
     free(m->msrs);
+    free(m->ram_mapping.ranges);
     buf_free(&m->vm_reset_state);
     if (m->vm_fd >= 0) {
         close(m->vm_fd);
@@ -702,4 +704,14 @@ void machine_snapshot_release(struct machine *m)
     pthread_mutex_lock(&m->lock);
     m->snapshot_busy = false;
     pthread_mutex_unlock(&m->lock);
+}
+
+bool machine_ram_is_private(struct machine *m)
+{
+    return !m->ram.shared_file;
+}
+
+struct ram_mapping *machine_ram_mapping(struct machine *m)
+{
+    return &m->ram_mapping;
 }

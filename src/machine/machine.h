@@ -16,6 +16,7 @@
 
 struct machine;
 struct block_graph;
+struct block_node;
 struct monitor;
 struct device;
 struct vm_config;
@@ -90,6 +91,21 @@ void machine_snapshot_release(struct machine *m);
 int machine_vcpu_count(struct machine *m);
 /* Guest RAM as one host buffer: page i of the vmstate RAM section is ram + i*4096. */
 void *machine_ram(struct machine *m, uint64_t *size);
+/*
+ * Instant restore maps a snapshot's RAM clusters MAP_PRIVATE over guest RAM;
+ * that is only possible where RAM is private memory (not -mem-path, whose
+ * RAM is the file).  The machine keeps the record of what is mapped from
+ * where (src/snapshot owns its content), since it owns all VM state.
+ */
+bool machine_ram_is_private(struct machine *m);
+struct ram_mapping {
+    struct block_node *node; /* NULL: nothing is mapped */
+    char snapshot_id[128];
+    uint64_t *ranges; /* (offset, length) pairs in guest RAM */
+    size_t nr_ranges;
+};
+struct ram_mapping *machine_ram_mapping(struct machine *m);
+
 /* The guest-visible virtual clock: advances only while vCPUs run. */
 uint64_t machine_vm_clock_ns(struct machine *m);
 

@@ -8,6 +8,7 @@
 #ifndef SNAPVM_MACHINE_RAM_H
 #define SNAPVM_MACHINE_RAM_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "guest/abi.h"
@@ -16,6 +17,7 @@ struct guest_ram {
     uint8_t *host;
     uint64_t size;
     uint64_t low_size;
+    bool shared_file; /* -mem-path: the RAM is the file, not private memory */
     /* While dirty tracking is on (machine_dirty_log_start): one bit per
      * page of `host`, set by device models that write guest RAM. */
     uint64_t *dirty;

@@ -15,6 +15,7 @@
 #include "monitor/monitor.h"
 #include "snapshot/devstate.h"
 #include "snapshot/ram.h"
+#include "snapshot/restore.h"
 #include "snapshot/vmstate.h"
 #include "util/buf.h"
 #include "util/log.h"
@@ -42,7 +43,8 @@ static int check_tag(const char *tag, struct error **errp)
  * before ids, so refuse if the id string resolves to another snapshot (one
  * whose tag happens to equal this id).
  */
-static int delete_by_id(struct block_node *node, const char *id, struct error **errp)
+static int delete_by_id(struct machine *m, struct block_node *node, const char *id,
+                        struct error **errp)
 {
     struct block_snapshot_info info;
     if (block_snapshot_find(node, id, &info) < 0 || strcmp(info.id, id) != 0) {
@@ -50,6 +52,9 @@ static int delete_by_id(struct block_node *node, const char *id, struct error **
                    "snapshot id '%s' on node '%s' is ambiguous (another snapshot is "
                    "tagged '%s')",
                    id, block_node_name(node), id);
+        return -1;
+    }
+    if (restore_release(m, node, id, errp) < 0) {
         return -1;
     }
     return block_snapshot_delete(node, id, errp);
@@ -372,7 +377,7 @@ static int create_block_snapshots(struct save_ctx *ctx, struct error **errp)
         error_prepend(errp, "creating snapshot '%s' on node '%s'", ctx->req->tag,
                       block_node_name(t->nodes[i]));
         for (size_t j = 0; j < i; j++) {
-            delete_by_id(t->nodes[j], new_ids[j], NULL);
+            delete_by_id(ctx->m, t->nodes[j], new_ids[j], NULL);
         }
         return -1;
     }
@@ -391,7 +396,7 @@ static int delete_replaced(struct save_ctx *ctx, struct error **errp)
     for (size_t i = 0; i < t->count; i++) {
         struct block_snapshot_info old;
         if (block_snapshot_find(t->nodes[i], ctx->req->tag, &old) == 0 &&
-            delete_by_id(t->nodes[i], old.id, errp) < 0) {
+            delete_by_id(ctx->m, t->nodes[i], old.id, errp) < 0) {
             error_prepend(errp, "replacing snapshot '%s' on node '%s'", ctx->req->tag,
                           block_node_name(t->nodes[i]));
             return -1;
@@ -615,9 +620,9 @@ static int apply_snapshot(struct load_ctx *ctx, const struct snapshot_progress *
         }
     }
     uint64_t ram_size;
-    uint8_t *ram = machine_ram(ctx->m, &ram_size);
+    machine_ram(ctx->m, &ram_size);
     progress_total(progress, ram_size);
-    if (ram_load(ctx->vmstate, tag, ctx->header.ram_offset, ram, ram_size, errp) < 0) {
+    if (restore_ram(ctx->m, ctx->vmstate, tag, ctx->vm_info.id, ctx->header.ram_offset, errp) < 0) {
         return -1;
     }
     progress_advance(progress, ram_size);
@@ -671,7 +676,7 @@ int vm_snapshot_delete(struct machine *m, const struct snapshot_request *req, js
             json_array_append_new(missing, json_string(name));
             continue;
         }
-        if (delete_by_id(t.nodes[i], info.id, errp) < 0) {
+        if (delete_by_id(m, t.nodes[i], info.id, errp) < 0) {
             error_prepend(errp, "deleting snapshot '%s' from node '%s'", req->tag, name);
             goto fail;
         }
