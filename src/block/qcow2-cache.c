@@ -5,7 +5,9 @@
  * dirty data and eviction is free, and the write order that crash safety
  * depends on is the order of the calls).  Entries in use are pinned so that
  * a nested lookup cannot evict them; when every entry is pinned the cache
- * grows.
+ * grows.  One exception to write-through: a refcount walk over a whole
+ * snapshot batches its updates (qcow2_cache_mark_dirty), and writes each
+ * changed block once at the end, before anything depends on them.
  */
 #include "block/qcow2.h"
 
@@ -124,4 +126,44 @@ void qcow2_cache_forget(struct qcow2_cache *c, uint64_t offset)
     if (e && e->pins == 0) {
         e->offset = 0;
     }
+}
+
+void qcow2_cache_mark_dirty(struct qcow2_cache *c, uint8_t *data, uint64_t lo, uint64_t hi)
+{
+    for (size_t i = 0; i < c->count; i++) {
+        struct qcow2_cache_entry *e = &c->entries[i];
+        if (e->data != data) {
+            continue;
+        }
+        if (!e->dirty) {
+            e->dirty = true;
+            e->pins++; /* a dirty entry must not be evicted */
+            e->dirty_lo = lo;
+            e->dirty_hi = hi;
+        }
+        e->dirty_lo = lo < e->dirty_lo ? lo : e->dirty_lo;
+        e->dirty_hi = hi > e->dirty_hi ? hi : e->dirty_hi;
+        return;
+    }
+}
+
+int qcow2_cache_write_dirty(struct qcow2_state *s, struct qcow2_cache *c, struct error **errp)
+{
+    int rc = 0;
+    for (size_t i = 0; i < c->count; i++) {
+        struct qcow2_cache_entry *e = &c->entries[i];
+        if (!e->dirty) {
+            continue;
+        }
+        if (rc == 0) {
+            rc = qcow2_file_pwrite(s, e->offset + e->dirty_lo, e->data + e->dirty_lo,
+                                   e->dirty_hi - e->dirty_lo, errp);
+        }
+        if (rc < 0) {
+            e->offset = 0; /* the cached copy no longer matches the file */
+        }
+        e->dirty = false;
+        e->pins--;
+    }
+    return rc;
 }

@@ -262,9 +262,13 @@ int qcow2_update_refcount(struct qcow2_state *s, uint64_t host_offset, int64_t d
         uint64_t bo;
         uint32_t bl;
         rb_set(s, blk, i, nv, &bo, &bl);
-        rc = qcow2_file_pwrite(s, s->reftable[ti] + bo, blk + bo, bl, errp);
-        if (rc < 0) {
-            rb_set(s, blk, i, old, &bo, &bl);
+        if (s->rb_batch) {
+            qcow2_cache_mark_dirty(&s->rb_cache, blk, bo, bo + bl);
+        } else {
+            rc = qcow2_file_pwrite(s, s->reftable[ti] + bo, blk + bo, bl, errp);
+            if (rc < 0) {
+                rb_set(s, blk, i, old, &bo, &bl);
+            }
         }
     }
     qcow2_cache_put(&s->rb_cache, blk);
@@ -420,18 +424,33 @@ static int64_t walk_l1(struct qcow2_state *s, const uint64_t *l1, uint32_t from,
     return done;
 }
 
+/*
+ * The updates of a walk are batched: each refcount block is written once at
+ * the end (a snapshot of a big disk touches thousands of refcounts, and the
+ * VM may be paused meanwhile).  Callers order the walk against their
+ * pointer updates exactly as for single updates: the batch is written
+ * before the function returns.
+ */
 int qcow2_update_l1_refcounts(struct qcow2_state *s, const uint64_t *l1, uint32_t from, uint32_t to,
                               int64_t delta, struct error **errp)
 {
+    bool outer = !s->rb_batch;
+    s->rb_batch = true;
     int64_t done = walk_l1(s, l1, from, to, delta, -1, errp);
-    if (done >= 0) {
-        return 0;
+    if (done < 0) {
+        /* Undo the updates made before the failure (a compressed entry counts
+         * once even if it touched several clusters: undo it only if whole). */
+        int64_t made = -1 - done;
+        if (made > 0) {
+            walk_l1(s, l1, from, to, -delta, made, NULL);
+        }
     }
-    /* Undo the updates made before the failure (a compressed entry counts
-     * once even if it touched several clusters: undo it only if whole). */
-    int64_t made = -1 - done;
-    if (made > 0) {
-        walk_l1(s, l1, from, to, -delta, made, NULL);
+    int rc = done < 0 ? -1 : 0;
+    if (outer) {
+        s->rb_batch = false;
+        if (qcow2_cache_write_dirty(s, &s->rb_cache, rc < 0 ? NULL : errp) < 0) {
+            rc = -1;
+        }
     }
-    return -1;
+    return rc;
 }

@@ -88,6 +88,8 @@ struct qcow2_cache_entry {
     uint8_t *data;
     uint64_t lru;
     int pins;
+    bool dirty;                  /* batched changes not yet written (pinned meanwhile) */
+    uint64_t dirty_lo, dirty_hi; /* byte range to write */
 };
 
 struct qcow2_cache {
@@ -137,6 +139,7 @@ struct qcow2_state {
     struct qcow2_cache rb_cache;
     uint64_t free_hint;       /* no free cluster below this index */
     bool unflushed_refcounts; /* refcount blocks written since the last barrier */
+    bool rb_batch;            /* refcount updates stay in the cache until the batch ends */
 
     uint8_t *cbuf;       /* scratch for compressed input */
     uint8_t *dbuf;       /* one decompressed cluster */
@@ -225,6 +228,10 @@ uint8_t *qcow2_cache_get_empty(struct qcow2_state *s, struct qcow2_cache *c, uin
 void qcow2_cache_put(struct qcow2_cache *c, uint8_t *data);
 /* Forget a cluster (it was freed and may be reused for something else). */
 void qcow2_cache_forget(struct qcow2_cache *c, uint64_t offset);
+/* Record that bytes [lo, hi) of a cached cluster changed; written by _write_dirty. */
+void qcow2_cache_mark_dirty(struct qcow2_cache *c, uint8_t *data, uint64_t lo, uint64_t hi);
+/* Write every dirty range (one write per cluster) and unpin the entries. */
+int qcow2_cache_write_dirty(struct qcow2_state *s, struct qcow2_cache *c, struct error **errp);
 
 /* qcow2-refcount.c */
 /* True if [off, off + clusters) overlaps the header or a top-level table. */

@@ -18,8 +18,8 @@ import pytest
 from test_block_lib import BLOCKTOOL, Blocktool, blockdev_qcow2, qemu_img
 
 SHIM = os.path.join(os.path.dirname(BLOCKTOOL), "crashshim.so")
-# Crash after every STRIDE-th write (1: every write, about 500 points, ~30 s).
-STRIDE = int(os.environ.get("SNAPVM_CRASH_STRIDE", "8"))
+# Crash after every STRIDE-th write (default: every one of about 150 writes, ~4 s).
+STRIDE = int(os.environ.get("SNAPVM_CRASH_STRIDE", "1"))
 MiB = 1 << 20
 
 OPS = [
