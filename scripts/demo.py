@@ -24,7 +24,11 @@ def say(msg):
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="snapvm-demo-")
+    with tempfile.TemporaryDirectory(prefix="snapvm-demo-") as work:
+        return demo(work)
+
+
+def demo(work):
     img = os.path.join(work, "disk.qcow2")
     sock = os.path.join(work, "qmp.sock")
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", img, "64M"], check=True)
