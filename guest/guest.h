@@ -25,9 +25,9 @@ struct frame {
 };
 
 /* System calls: int $0x80, number in rax, arguments in rdi, rsi, rdx, r10. */
-#define SYS_PRINT 1 /* (buf, len): print one line, atomically w.r.t. tick lines */
-#define SYS_WAIT  2 /* halt until the next interrupt unless a command is queued */
-#define SYS_DISK  3 /* (disk, lba, buf, write): one 512-byte sector; returns 0 or <0 */
+#define SYS_PRINT  1 /* (buf, len): print one line, atomically w.r.t. tick lines */
+#define SYS_WAIT   2 /* halt until the next interrupt unless a command is queued */
+#define SYS_DISK   3 /* (disk, lba, buf, write): one 512-byte sector; returns 0 or <0 */
 #define SYS_REBOOT 4 /* reset the machine (PC reset control register 0xCF9) */
 
 #define DISK_ENODEV (-1)

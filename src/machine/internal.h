@@ -74,7 +74,7 @@ struct machine {
     bool quit;
     int exit_status;
     bool reset_req;
-    bool snapshot_busy; /* a snapshot save/load/delete holds the machine */
+    bool snapshot_busy;        /* a snapshot save/load/delete holds the machine */
     uint64_t clock_ns;         /* VM clock accumulated while paused */
     uint64_t clock_started_ns; /* CLOCK_MONOTONIC when vCPUs last resumed */
     bool clock_running;

@@ -31,6 +31,10 @@ CASES = [
     (["-mem-path", "/nonexistent/dir/ram"], "-mem-path: '/nonexistent/dir/ram'"),
     (["-loadvm", "snap1"], "-loadvm snap1"),
     (["-daemonize", "-serial", "stdio"], "-serial stdio cannot be used with -daemonize"),
+    (["-serial", "null", "-pidfile", "/nonexistent/dir/pid"],
+     "-pidfile: cannot create '/nonexistent/dir/pid'"),
+    (["-m", "64", "-serial", "null", "-blockdev", "driver=file,node-name=f0,filename=/nonexistent/x.img"],
+     "/nonexistent/x.img"),
 ]
 
 

@@ -141,6 +141,27 @@ def test_serial_over_unix_socket():
         assert vm.cmd("fill 3 1") == "ok"
 
 
+def test_serial_unix_wait_off_client_connects_later(tmp_path):
+    """wait=off: the guest runs at once; a client that connects later gets
+    the output from then on, and its commands are answered."""
+    import socket
+
+    path = str(tmp_path / "s.sock")
+    with VM(["-m", "64", "-serial", f"unix:{path},server=on,wait=off"], serial=None) as vm:
+        time.sleep(0.3)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        f = s.makefile("rwb", buffering=0)
+        f.write(b"fill 2 1\n")
+        lines = []
+        while not lines or lines[-1] != "ok":
+            lines.append(f.readline().decode().strip())
+            assert len(lines) < 100, lines
+        assert all(re.match(r"^tick \d+$", l) for l in lines[:-1])
+        s.close()
+        assert vm.stop() == 0
+
+
 def test_serial_to_file_and_null(tmp_path):
     out = tmp_path / "serial.txt"
     with VM(["-serial", f"file:{out}", "-append", "tick_ms=20"], serial=None) as vm:
