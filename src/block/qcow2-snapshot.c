@@ -386,6 +386,61 @@ static uint32_t guest_l1_entries(const struct qcow2_state *s, uint32_t l1_size)
  * switch the header to it.  A crash before (5) leaks the copy and the raised
  * refcounts; after it the snapshot exists.
  */
+/*
+ * Steps (3) and (4): with the raised refcounts on disk, clear the COPIED
+ * flags that no longer hold and drop the vmstate L2 tables from the active
+ * L1 (their one reference moves to the snapshot's copy), then flush.
+ */
+static int handover_active(struct qcow2_state *s, uint32_t nguest, struct error **errp)
+{
+    bool had_vmstate = false;
+    for (uint32_t i = nguest; i < s->l1_size; i++) {
+        had_vmstate |= s->l1[i] != 0;
+        s->l1[i] = 0;
+    }
+    int rc = qcow2_barrier(s, errp);
+    if (rc == 0) {
+        rc = qcow2_fix_copied(s, errp); /* writes the L1 if any flag changed */
+    }
+    if (rc == 0 && had_vmstate) {
+        rc = qcow2_write_table(s, s->l1_offset, s->l1, s->l1_size, (uint64_t)s->l1_size * 8, errp);
+    }
+    return rc == 0 ? qcow2_barrier(s, errp) : -1;
+}
+
+/* Step (5): the new table with the snapshot appended, made live by the header. */
+static int publish_snapshot(struct qcow2_state *s, const struct block_snapshot_info *info,
+                            uint64_t l1_off, struct error **errp)
+{
+    struct qcow2_snapshot *ns = calloc(s->nb_snapshots + 1, sizeof(*ns));
+    if (!ns) {
+        abort();
+    }
+    memcpy(ns, s->snaps, s->nb_snapshots * sizeof(*ns)); /* borrowed entries */
+    fill_new_snapshot(s, info, l1_off, &ns[s->nb_snapshots]);
+    if (write_snapshot_table(s, ns, s->nb_snapshots + 1, errp) < 0) {
+        free_snapshot_fields(&ns[s->nb_snapshots]);
+        free(ns);
+        return -1;
+    }
+    free(s->snaps);
+    s->snaps = ns;
+    s->nb_snapshots++;
+    return 0;
+}
+
+/* Best effort back to the state before a failed create; what fails here only leaks. */
+static void undo_create(struct qcow2_state *s, const uint64_t *saved, uint32_t nguest,
+                        uint64_t l1_off, uint64_t l1_clusters)
+{
+    memcpy(s->l1, saved, (size_t)s->l1_size * 8);
+    qcow2_write_table(s, s->l1_offset, s->l1, s->l1_size, (uint64_t)s->l1_size * 8, NULL);
+    qcow2_barrier(s, NULL);
+    qcow2_update_l1_refcounts(s, saved, 0, nguest, -1, NULL);
+    qcow2_free_clusters(s, l1_off, l1_clusters, NULL);
+    qcow2_fix_copied(s, NULL);
+}
+
 int qcow2_snapshot_create(struct block_node *node, struct block_snapshot_info *info,
                           struct error **errp)
 {
@@ -413,53 +468,16 @@ int qcow2_snapshot_create(struct block_node *node, struct block_snapshot_info *i
         abort();
     }
     memcpy(saved, s->l1, (size_t)s->l1_size * 8);
-    bool had_vmstate = false;
-    for (uint32_t i = nguest; i < s->l1_size; i++) {
-        had_vmstate |= s->l1[i] != 0;
-        s->l1[i] = 0;
-    }
-    int rc = qcow2_barrier(s, errp);
+    int rc = handover_active(s, nguest, errp);
     if (rc == 0) {
-        rc = qcow2_fix_copied(s, errp); /* rewrites the L1 if flags or vmstate changed */
-    }
-    if (rc == 0 && had_vmstate) {
-        rc = qcow2_write_table(s, s->l1_offset, s->l1, s->l1_size, (uint64_t)s->l1_size * 8, errp);
-    }
-    if (rc == 0) {
-        rc = qcow2_barrier(s, errp);
-    }
-    struct qcow2_snapshot *ns = NULL;
-    if (rc == 0) {
-        ns = calloc(s->nb_snapshots + 1, sizeof(*ns));
-        if (!ns) {
-            abort();
-        }
-        memcpy(ns, s->snaps, s->nb_snapshots * sizeof(*ns));
-        fill_new_snapshot(s, info, l1_off, &ns[s->nb_snapshots]);
-        rc = write_snapshot_table(s, ns, s->nb_snapshots + 1, errp);
+        rc = publish_snapshot(s, info, l1_off, errp);
     }
     if (rc < 0) {
-        /* Best effort back to the old state; whatever fails here only leaks. */
-        if (ns) {
-            /* Only the new entry is ours; the others are borrowed from s->snaps. */
-            free_snapshot_fields(&ns[s->nb_snapshots]);
-            free(ns);
-        }
-        memcpy(s->l1, saved, (size_t)s->l1_size * 8);
-        qcow2_write_table(s, s->l1_offset, s->l1, s->l1_size, (uint64_t)s->l1_size * 8, NULL);
-        qcow2_barrier(s, NULL);
-        qcow2_update_l1_refcounts(s, saved, 0, nguest, -1, NULL);
-        qcow2_free_clusters(s, l1_off, l1_clusters, NULL);
-        qcow2_fix_copied(s, NULL);
-        free(saved);
+        undo_create(s, saved, nguest, l1_off, l1_clusters);
         error_prepend(errp, "node '%s': creating snapshot '%s'", node->name, info->name);
-        return -1;
     }
     free(saved);
-    free(s->snaps);
-    s->snaps = ns;
-    s->nb_snapshots++;
-    return 0;
+    return rc;
 }
 
 /*

@@ -189,8 +189,8 @@ static int check_features(struct qcow2_state *s, const struct header_ext_info *x
 }
 
 /* Fixed-header fields: validate each against the file before using it. */
-static int parse_header(struct qcow2_state *s, const uint8_t *h, uint64_t hlen, uint64_t fsize,
-                        const char *fn, struct error **errp)
+static int parse_header(struct qcow2_state *s, const uint8_t *h, uint64_t hlen, const char *fn,
+                        struct error **errp)
 {
     if (hlen < 72 || be32_get(h) != QCOW2_MAGIC) {
         error_setg(errp, "'%s' is not a qcow2 image (bad magic)", fn);
@@ -247,7 +247,16 @@ static int parse_header(struct qcow2_state *s, const uint8_t *h, uint64_t hlen, 
                    s->refcount_order);
         return -1;
     }
-    /* Tables must be cluster-aligned and lie inside the file. */
+    /* Derived geometry (the compressed descriptor layout is the spec's). */
+    s->csize_shift = 62 - (s->cluster_bits - 8);
+    s->csize_mask = (1ull << (s->cluster_bits - 8)) - 1;
+    s->cluster_offset_mask = (1ull << s->csize_shift) - 1;
+    return 0;
+}
+
+/* Tables must be cluster-aligned, within QEMU's limits, and inside the file. */
+static int check_tables(struct qcow2_state *s, uint64_t fsize, const char *fn, struct error **errp)
+{
     uint64_t l2_span = 1ull << (s->cluster_bits + s->l2_bits);
     if (s->size > (1ull << 62) || (uint64_t)s->l1_size * 8 > QCOW2_MAX_L1_BYTES ||
         (s->size + l2_span - 1) / l2_span > s->l1_size) {
@@ -272,6 +281,7 @@ static int parse_header(struct qcow2_state *s, const uint8_t *h, uint64_t hlen, 
                    fn, (unsigned long long)s->reftable_offset, s->reftable_clusters);
         return -1;
     }
+    s->l1_vm_state_index = (uint32_t)((s->size + l2_span - 1) / l2_span);
     if (s->nb_snapshots > QCOW2_MAX_SNAPSHOTS ||
         (s->nb_snapshots && ((s->snapshots_offset & (s->cluster_size - 1)) ||
                              s->snapshots_offset == 0 || s->snapshots_offset >= fsize))) {
@@ -279,10 +289,6 @@ static int parse_header(struct qcow2_state *s, const uint8_t *h, uint64_t hlen, 
                    (unsigned long long)s->snapshots_offset, s->nb_snapshots);
         return -1;
     }
-    s->l1_vm_state_index = (uint32_t)((s->size + l2_span - 1) / l2_span);
-    s->csize_shift = 62 - (s->cluster_bits - 8);
-    s->csize_mask = (1ull << (s->cluster_bits - 8)) - 1;
-    s->cluster_offset_mask = (1ull << s->csize_shift) - 1;
     return 0;
 }
 
@@ -405,8 +411,8 @@ static int qcow2_open(struct block_node *node, json_t *opts, struct error **errp
                    (unsigned long long)fsize);
         goto fail;
     }
-    if (qcow2_file_pread(s, 0, h, hlen, errp) < 0 ||
-        parse_header(s, h, hlen, fsize, fn, errp) < 0) {
+    if (qcow2_file_pread(s, 0, h, hlen, errp) < 0 || parse_header(s, h, hlen, fn, errp) < 0 ||
+        check_tables(s, fsize, fn, errp) < 0) {
         goto fail;
     }
     uint64_t hdr_end = s->cluster_size < hlen ? s->cluster_size : hlen;
