@@ -78,7 +78,8 @@ struct machine {
     uint64_t clock_ns;         /* VM clock accumulated while paused */
     uint64_t clock_started_ns; /* CLOCK_MONOTONIC when vCPUs last resumed */
     bool clock_running;
-    int wake_fd; /* eventfd: wakes machine_run() for quit/reset requests */
+    uint64_t paused_at_ns; /* CLOCK_MONOTONIC when the outermost pause began */
+    int wake_fd;           /* eventfd: wakes machine_run() for quit/reset requests */
 };
 
 /* Devices and I/O (machine.c, bus.c). */

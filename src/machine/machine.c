@@ -226,16 +226,41 @@ int machine_pause_vcpus(struct machine *m, struct error **errp)
             pthread_cond_wait(&m->cond, &m->lock);
         }
         clock_stop_locked(m);
+        m->paused_at_ns = now_ns();
     }
     pthread_mutex_unlock(&m->lock);
     (void)errp;
     return 0;
 }
 
+/*
+ * The in-kernel PIT keeps counting while the vCPUs are paused and, in its
+ * default reinjection mode, delivers every period it missed as soon as they
+ * run again: a burst of timer interrupts after each stop.  Reading its state
+ * and writing it back re-arms the channels from now and drops what was
+ * missed, so guest time, like the VM clock, stands still while paused (QEMU
+ * does the same on stop/cont).  Short pauses (a snapshot's final pass) are
+ * left alone: re-arming restarts the current period, and frequent short
+ * pauses would then starve the guest of ticks, while the one or two periods
+ * they miss are harmless.  Called with m->lock held, vCPUs parked.
+ */
+#define PIT_REARM_AFTER_NS (50 * 1000000ULL)
+
+static void pit_rearm(struct machine *m)
+{
+    struct kvm_pit_state2 pit;
+    if (ioctl(m->vm_fd, KVM_GET_PIT2, &pit) < 0 || ioctl(m->vm_fd, KVM_SET_PIT2, &pit) < 0) {
+        log_warn("re-arming the PIT after a pause: KVM_GET/SET_PIT2: %s", strerror(errno));
+    }
+}
+
 void machine_resume_vcpus(struct machine *m)
 {
     pthread_mutex_lock(&m->lock);
     if (m->pause_count > 0 && --m->pause_count == 0) {
+        if (!m->quit && now_ns() - m->paused_at_ns >= PIT_REARM_AFTER_NS) {
+            pit_rearm(m);
+        }
         m->pause_req = false;
         if (!m->quit) {
             clock_start_locked(m);

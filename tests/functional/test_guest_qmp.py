@@ -48,6 +48,26 @@ def test_stop_and_cont(tmp_path):
         vm.kill()
 
 
+def test_no_burst_of_missed_ticks_after_cont(tmp_path):
+    """Guest time stands still while stopped: no catch-up burst on cont."""
+    vm, qmp = start(tmp_path)
+    try:
+        vm.wait_ready()
+        vm.wait_for(r"^tick 3$")
+        qmp.cmd("stop")
+        time.sleep(1.0)  # 50 ticks' worth of PIT periods at 20 ms
+        vm.drain()
+        before = len(vm.lines)
+        qmp.cmd("cont")
+        time.sleep(0.3)
+        vm.drain()
+        ticks = [l for l in vm.lines[before:] if re.match(r"^tick \d+$", l)]
+        assert 5 <= len(ticks) <= 25, ticks  # about 15, not 65
+    finally:
+        qmp.close()
+        vm.kill()
+
+
 def test_start_paused_then_cont(tmp_path):
     vm, qmp = start(tmp_path, "-S")
     try:
