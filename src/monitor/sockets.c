@@ -76,6 +76,17 @@ static int check_options(json_t *opts, const char *spec, struct error **errp)
     return 0;
 }
 
+/* Does a server still answer on this path (so that it is not stale)? */
+static bool socket_is_live(const struct sockaddr_un *sa)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool live = fd >= 0 && connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0;
+    if (fd >= 0) {
+        close(fd);
+    }
+    return live;
+}
+
 static int listen_unix(const char *path, char **unix_path, struct error **errp)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -87,6 +98,10 @@ static int listen_unix(const char *path, char **unix_path, struct error **errp)
     strcpy(sa.sun_path, path);
     struct stat st;
     if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+        if (socket_is_live(&sa)) {
+            error_setg(errp, "-qmp unix:%s: another process is listening on this socket", path);
+            return -1;
+        }
         unlink(path); /* a stale socket from an earlier run */
     }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

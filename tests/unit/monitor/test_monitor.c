@@ -540,6 +540,9 @@ static void test_listen_specs(void **state)
     expect_listen_error("tcp:127.0.0.1,server=on,wait=off", "tcp:HOST:PORT");
     expect_listen_error("udp:1,server=on,wait=off", "unix:PATH or tcp:HOST:PORT");
     expect_listen_error("unix:/nonexistent-dir/x.sock,server=on,wait=off", "cannot bind");
+    char live[160];
+    snprintf(live, sizeof(live), "unix:%s,server=on,wait=off", sock_path);
+    expect_listen_error(live, "another process is listening");
     /* A TCP listener added while the monitor runs serves at once. */
     int probe = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
