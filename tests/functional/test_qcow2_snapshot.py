@@ -274,3 +274,49 @@ def test_raw_node_has_no_snapshots(tmp_path):
         assert bt.cmd("snap-list")[1] == "ok 0"
         with pytest.raises(BlockError, match="does not support internal snapshots"):
             bt.ok("snap-create x")
+
+
+def read_snapshot_table(img):
+    """[(entry bytes)] of the image's snapshot table."""
+    with open(img, "rb") as f:
+        h = f.read(72)
+        n, off = int.from_bytes(h[60:64], "big"), int.from_bytes(h[64:72], "big")
+        f.seek(off)
+        data = f.read(1 << 20)
+    entries, p = [], 0
+    for _ in range(n):
+        id_len, name_len = (int.from_bytes(data[p + 12:p + 14], "big"),
+                            int.from_bytes(data[p + 14:p + 16], "big"))
+        extra = int.from_bytes(data[p + 36:p + 40], "big")
+        size = (40 + extra + id_len + name_len + 7) // 8 * 8
+        entries.append(data[p:p + size])
+        p += size
+    return off, entries
+
+
+def test_unknown_snapshot_extra_data_is_kept(tmp_path):
+    img = str(tmp_path / "x.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", img, "1M")
+    qemu_img("snapshot", "-c", "qemu-made", img)
+    off, (entry,) = read_snapshot_table(img)
+    extra = int.from_bytes(entry[36:40], "big")
+    # Append 8 bytes of a future extra-data field to the entry, in place.
+    unknown = b"FUTURE!!"
+    rest = entry[40 + extra:].rstrip(b"\0")
+    grown = (entry[:36] + (extra + 8).to_bytes(4, "big") + entry[40:40 + extra] + unknown + rest)
+    grown += bytes(-len(grown) % 8)
+    with open(img, "r+b") as f:
+        f.seek(off)
+        f.write(grown)
+    qemu_img_check(img)
+    with Blocktool(blockdev_qcow2(img)) as bt:
+        bt.ok("fill 0 4096 1")
+        bt.ok("snap-create mine")  # rewrites the snapshot table elsewhere
+    new_off, entries = read_snapshot_table(img)
+    assert new_off != off and len(entries) == 2 and entries[0] == grown
+    with Blocktool(blockdev_qcow2(img)) as bt:
+        bt.ok("snap-delete mine")
+        bt.ok("snap-goto qemu-made")
+    _, entries = read_snapshot_table(img)
+    assert len(entries) == 1 and entries[0] == grown
+    qemu_img_check(img)
