@@ -246,6 +246,22 @@ static int refcounts_before_pointers(struct qcow2_state *s, struct error **errp)
     return 0;
 }
 
+int qcow2_flush_deferred(struct qcow2_state *s, struct error **errp)
+{
+    bool any = false;
+    for (size_t i = 0; i < s->l2_cache.count && !any; i++) {
+        any = s->l2_cache.entries[i].dirty;
+    }
+    if (!any) {
+        return 0;
+    }
+    /* The clusters the deferred entries name, and their refcounts, first. */
+    if (qcow2_barrier(s, errp) < 0) {
+        return -1;
+    }
+    return qcow2_cache_write_dirty(s, &s->l2_cache, errp);
+}
+
 /*
  * Return (pinned) the active L2 table for L1 index l1i, allocating it or
  * copying it if it is shared with a snapshot.
@@ -261,6 +277,10 @@ static int l2_for_write(struct qcow2_state *s, uint32_t l1i, uint8_t **l2, uint6
     if (old && rc == 1) {
         *l2off = old;
         return qcow2_cache_get(s, &s->l2_cache, old, l2, errp);
+    }
+    /* The old table may be dropped below: nothing of it may stay deferred. */
+    if (old && qcow2_flush_deferred(s, errp) < 0) {
+        return -1;
     }
     uint64_t nw;
     if (qcow2_alloc_clusters(s, 1, &nw, errp) < 0) {
@@ -377,6 +397,31 @@ static void free_new_clusters(struct qcow2_state *s, const struct cluster_plan *
 }
 
 /*
+ * L2 updates of the vmstate area may wait (in the cache, pinned) until the
+ * next flush point, so that saving RAM costs one flush per snapshot rather
+ * than one per allocating write: the vmstate means nothing until
+ * block_snapshot_create(), which writes them (after a flush) first.  Only
+ * spans that drop no old reference qualify: a reference may be dropped only
+ * once the on-disk L2 entry no longer names the cluster.
+ */
+static bool may_defer(struct qcow2_state *s, uint64_t voff, const struct cluster_plan *plan,
+                      uint64_t n)
+{
+    if (voff < qcow2_vmstate_offset(s, s->size)) {
+        return false;
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        enum qcow2_cluster_type t = qcow2_entry_type(s, plan[i].old);
+        if (!plan[i].in_place && !plan[i].reuse &&
+            (t == QCOW2_CLUSTER_NORMAL || t == QCOW2_CLUSTER_ZERO_ALLOC ||
+             t == QCOW2_CLUSTER_COMPRESSED)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
  * Write [voff, voff + len), which lies within the range of one L2 table.
  * Batched so that one flush covers the whole span: allocate every new
  * cluster (refcounts), write all data, flush, then write the changed L2
@@ -422,6 +467,13 @@ static int write_span(struct qcow2_state *s, uint64_t voff, const uint8_t *buf, 
             lo = lo < i ? lo : i;
             hi = i;
         }
+    }
+    if (rc == 0 && lo != UINT64_MAX && may_defer(s, voff, plan, n)) {
+        for (uint64_t i = lo; i <= hi; i++) {
+            be64_put(l2 + (idx0 + i) * 8, plan[i].target | QCOW_OFLAG_COPIED);
+        }
+        qcow2_cache_mark_dirty(&s->l2_cache, l2, (idx0 + lo) * 8, (idx0 + hi + 1) * 8);
+        lo = UINT64_MAX; /* the entries are written by qcow2_flush_deferred() */
     }
     /* The new clusters' refcounts must be on disk before an L2 entry names them. */
     if (rc == 0 && lo != UINT64_MAX) {

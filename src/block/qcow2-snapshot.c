@@ -445,7 +445,7 @@ int qcow2_snapshot_create(struct block_node *node, struct block_snapshot_info *i
                           struct error **errp)
 {
     struct qcow2_state *s = node->opaque;
-    if (check_new_snapshot(s, info, errp) < 0) {
+    if (check_new_snapshot(s, info, errp) < 0 || qcow2_flush_deferred(s, errp) < 0) {
         return -1;
     }
     /* A disk-only snapshot keeps no vmstate: free any stray one first. */
@@ -492,7 +492,7 @@ int qcow2_snapshot_goto(struct block_node *node, const char *name_or_id, struct 
 {
     struct qcow2_state *s = node->opaque;
     struct qcow2_snapshot *sn = lookup(s, name_or_id, errp);
-    if (!sn) {
+    if (!sn || qcow2_flush_deferred(s, errp) < 0) {
         return -1;
     }
     if (sn->disk_size != s->size) {
@@ -569,7 +569,7 @@ int qcow2_snapshot_delete(struct block_node *node, const char *name_or_id, struc
 {
     struct qcow2_state *s = node->opaque;
     struct qcow2_snapshot *sn = lookup(s, name_or_id, errp);
-    if (!sn) {
+    if (!sn || qcow2_flush_deferred(s, errp) < 0) {
         return -1;
     }
     uint32_t idx = (uint32_t)(sn - s->snaps);
@@ -646,6 +646,9 @@ int qcow2_vmstate_read(struct block_node *node, uint64_t pos, void *buf, size_t 
 int qcow2_vmstate_discard(struct block_node *node, struct error **errp)
 {
     struct qcow2_state *s = node->opaque;
+    if (qcow2_flush_deferred(s, errp) < 0) {
+        return -1;
+    }
     uint32_t from = guest_l1_entries(s, s->l1_size);
     bool any = false;
     uint64_t *saved = calloc(s->l1_size ? s->l1_size : 1, sizeof(uint64_t));

@@ -454,6 +454,7 @@ static void qcow2_close(struct block_node *node)
 {
     struct qcow2_state *s = node->opaque;
     if (s && !node->read_only) {
+        qcow2_flush_deferred(s, NULL);
         qcow2_barrier(s, NULL);
     }
     qcow2_free_state(s);
@@ -483,6 +484,9 @@ static int qcow2_pwrite(struct block_node *node, uint64_t off, const void *buf, 
 static int qcow2_flush(struct block_node *node, struct error **errp)
 {
     struct qcow2_state *s = node->opaque;
+    if (qcow2_flush_deferred(s, errp) < 0) {
+        return -1;
+    }
     return qcow2_barrier(s, errp);
 }
 

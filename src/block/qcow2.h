@@ -266,6 +266,8 @@ int qcow2_read_l1(struct qcow2_state *s, const uint64_t *l1, uint32_t l1_size, u
 int qcow2_write_active(struct qcow2_state *s, uint64_t voff, const uint8_t *buf, size_t len,
                        struct error **errp);
 int qcow2_grow_l1(struct qcow2_state *s, uint32_t min_size, struct error **errp);
+/* Write the deferred vmstate L2 entries (after a flush); a no-op if none. */
+int qcow2_flush_deferred(struct qcow2_state *s, struct error **errp);
 int qcow2_write_l1_entry(struct qcow2_state *s, uint32_t idx, struct error **errp);
 /* Make the COPIED flags of an L1 (in memory; sets *changed) and its L2 tables match refcounts. */
 int qcow2_fix_copied_table(struct qcow2_state *s, uint64_t *l1, uint32_t size, bool *changed,

@@ -320,3 +320,28 @@ def test_unknown_snapshot_extra_data_is_kept(tmp_path):
     _, entries = read_snapshot_table(img)
     assert len(entries) == 1 and entries[0] == grown
     qemu_img_check(img)
+
+
+def test_vmstate_writes_are_cheap_and_safe(tmp_path, pool):
+    """vmstate L2 updates wait for the next flush point: a killed save leaks
+    its clusters at most, a finished one is complete and checked clean."""
+    img = str(tmp_path / "v.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", img, "1M")
+    bt = Blocktool(blockdev_qcow2(img), pool=pool)
+    for i in range(200):
+        bt.ok(f"vm-write {i * 8192} 4096 {i * 4096}")
+    assert bt.crc("vm-read 8192 4096") == crc(pool_bytes(pool, 4096, 4096))
+    bt.proc.kill()  # a crash in the middle of a save
+    bt.proc.wait()
+    r = qemu_img("check", img, check=False)
+    assert r.returncode in (0, 3) and "ERROR" not in r.stdout + r.stderr, r.stdout + r.stderr
+    with Blocktool(blockdev_qcow2(img), pool=pool) as bt:
+        for i in range(200):
+            bt.ok(f"vm-write {i * 8192} 4096 {i * 4096}")
+        bt.ok("snap-create s")
+        for i in (0, 57, 199):
+            assert bt.crc(f"snap-vmread s {i * 8192} 4096") == crc(
+                pool_bytes(pool, i * 4096, 4096))
+    r = qemu_img("check", img, check=False)
+    assert "ERROR" not in r.stdout + r.stderr
+    assert snapshots_json(img)["s"]["vm-state-size"] == 199 * 8192 + 4096
