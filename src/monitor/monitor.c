@@ -10,8 +10,6 @@
  * output that the peer does not take yet waits in the client's buffer.
  */
 #include <errno.h>
-#include <fcntl.h>
-#include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -19,9 +17,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/time.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,7 +25,6 @@
 #include "monitor/framer.h"
 #include "monitor/monitor-int.h"
 #include "monitor/monitor-version.h"
-#include "util/keyval.h"
 #include "util/log.h"
 
 #define MAX_OUTPUT       (64u << 20) /* a client that reads nothing is dropped */
