@@ -24,6 +24,8 @@ GEOMETRIES = {
     "refcount64": ["-o", "refcount_bits=64,cluster_size=4096"],
     "refcount2-512": ["-o", "refcount_bits=2,cluster_size=512"],
     "lazy": ["-o", "lazy_refcounts=on"],
+    "prealloc-metadata": ["-o", "preallocation=metadata,cluster_size=4096"],
+    "prealloc-falloc": ["-o", "preallocation=falloc"],
 }
 
 HAVE_QEMU_IO = shutil.which("qemu-io") is not None
@@ -257,3 +259,15 @@ def test_dirty_lazy_refcount_image_is_repaired(tmp_path, pool):
         bt.ok("snap-goto after")
     qemu_img_check(img)
     assert read_raw_via_qemu(img, tmp_path) == expect
+
+
+def test_unsupported_features_are_named(tmp_path):
+    ext = str(tmp_path / "ext.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", "-o", "extended_l2=on", ext, "1M")
+    r = run_blocktool("--blockdev", blockdev_qcow2(ext), "-c", "info")
+    assert r.returncode != 0 and "extended L2 entries" in r.stderr and "ext.qcow2" in r.stderr
+    data = str(tmp_path / "data.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", "-o", f"data_file={tmp_path / 'data.raw'}", data,
+             "1M")
+    r = run_blocktool("--blockdev", blockdev_qcow2(data), "-c", "info")
+    assert r.returncode != 0 and "external data file" in r.stderr
