@@ -169,13 +169,12 @@ out:
     if (err) {
         error_report_and_free(err);
     }
-    /* The monitor first: it stops taking commands that use the machine,
-     * and flushes the SHUTDOWN event to its clients. */
-    if (m) {
-        machine_set_monitor(m, NULL);
-    }
-    monitor_free(mon);
+    /* The monitor stops first: no command uses the machine any more, jobs and
+     * deferred commands finish, clients get their last replies and events.
+     * It is freed after the machine, whose threads may emit events until then. */
+    monitor_stop(mon);
     machine_free(m);
+    monitor_free(mon);
     if (cfg.pidfile && status == 0) {
         unlink(cfg.pidfile);
     }

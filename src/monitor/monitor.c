@@ -71,7 +71,8 @@ struct monitor {
     int wakefd;
     pthread_t thread;
     bool started;
-    bool stopping;
+    bool stopping; /* tells the thread to exit */
+    bool stopped;  /* monitor_stop() has run */
     struct listener *listeners;
     struct client *clients;
     uint64_t next_client_id;
@@ -609,11 +610,12 @@ static void free_listeners(struct monitor *mon)
     }
 }
 
-void monitor_free(struct monitor *mon)
+void monitor_stop(struct monitor *mon)
 {
-    if (!mon) {
+    if (!mon || mon->stopped) {
         return;
     }
+    mon->stopped = true;
     if (mon->started) {
         __atomic_store_n(&mon->stopping, true, __ATOMIC_RELEASE);
         wake(mon);
@@ -632,6 +634,15 @@ void monitor_free(struct monitor *mon)
     }
     reap_clients(mon);
     free_listeners(mon);
+}
+
+void monitor_free(struct monitor *mon)
+{
+    if (!mon) {
+        return;
+    }
+    monitor_stop(mon);
+    drain_events(mon); /* emitted after the stop: nobody to send them to */
     if (mon->epfd >= 0) {
         close(mon->epfd);
     }

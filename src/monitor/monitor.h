@@ -24,9 +24,15 @@ int monitor_start(struct monitor *mon, struct error **errp);
  */
 void monitor_emit_event(struct monitor *mon, const char *event, json_t *data);
 /*
- * Stop the monitor thread, cancel and wait for jobs, flush what is still
- * queued for clients (briefly), close every socket and free everything.
+ * Shut the monitor down: stop its thread (no command runs after this),
+ * cancel jobs and wait for them, wait for deferred commands to answer,
+ * flush what is queued for clients (briefly), close every socket.  Events
+ * emitted afterwards are accepted and dropped, so other threads (vCPUs)
+ * may still emit until the machine is gone: stop, free the machine, then
+ * free the monitor.
  */
+void monitor_stop(struct monitor *mon);
+/* monitor_stop() if not done yet, then free everything. */
 void monitor_free(struct monitor *mon);
 
 /* The background jobs (snapshot-save, ...) of this monitor's machine. */
