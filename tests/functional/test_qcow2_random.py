@@ -2,7 +2,8 @@
 
 Thousands of operations (writes of random sizes at random offsets, reads,
 snapshot create/goto/delete, vmstate write/read/discard) run through the
-real block layer on a real image; the model says what every read must
+real block layer on a real image (empty, made of compressed clusters, or
+an overlay over a backing file); the model says what every read must
 return.  The image is reopened now and then, and at the end qemu-img checks
 it, reads the active disk, and applies snapshots itself to compare them.
 """
@@ -19,16 +20,41 @@ MiB = 1 << 20
 POOL = 4 * MiB
 
 CASES = {
-    # name: (qemu-img -o options, disk size, operations, seed)
-    "512b-refcount16": ("cluster_size=512", 1 * MiB, 3000, 1),
-    "4k-refcount64": ("cluster_size=4096,refcount_bits=64", 2 * MiB, 3000, 2),
-    "64k-v2": ("compat=0.10", 4 * MiB, 2000, 3),
+    # name: (qemu-img -o options, disk size, operations, seed, starting point)
+    "512b-refcount16": ("cluster_size=512", 1 * MiB, 3000, 1, "empty"),
+    "4k-refcount64": ("cluster_size=4096,refcount_bits=64", 2 * MiB, 3000, 2, "empty"),
+    "64k-v2": ("compat=0.10", 4 * MiB, 2000, 3, "empty"),
+    "4k-compressed-zstd": ("cluster_size=4096,compression_type=zstd", 2 * MiB, 1500, 4,
+                           "compressed"),
+    "4k-backing": ("cluster_size=4096", 2 * MiB, 1500, 5, "backing"),
 }
 
 
+def initial_image(tmp_path, img, opts, size, start, rng):
+    """Make the image to start from; return its guest content."""
+    if start == "empty":
+        qemu_img("create", "-q", "-f", "qcow2", "-o", opts, img, str(size))
+        return bytearray(size)
+    # Compressible content: runs of random bytes.
+    content = bytearray()
+    while len(content) < size:
+        content += bytes([rng.randrange(256)]) * rng.randrange(1, 5000)
+    content = content[:size]
+    src = tmp_path / "start.raw"
+    src.write_bytes(content)
+    if start == "compressed":
+        qemu_img("convert", "-c", "-O", "qcow2", "-o", opts, str(src), img)
+        assert ", 0.00% compressed" not in qemu_img("check", img).stdout
+    else:
+        base = str(tmp_path / "base.qcow2")
+        qemu_img("convert", "-O", "qcow2", str(src), base)
+        qemu_img("create", "-q", "-f", "qcow2", "-o", opts, "-b", base, "-F", "qcow2", img)
+    return content
+
+
 class Model:
-    def __init__(self, size):
-        self.disk = bytearray(size)
+    def __init__(self, disk):
+        self.disk = bytearray(disk)
         self.vm = bytearray()
         self.snaps = {}  # name -> (disk, vmstate)
 
@@ -100,13 +126,13 @@ def run_ops(bt, m, rng, pool, n_ops, img, reopen):
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_random_operations(tmp_path, case):
-    opts, size, n_ops, seed = CASES[case]
+    opts, size, n_ops, seed, start = CASES[case]
     rng = random.Random(seed)
     pool = rng.randbytes(POOL)
     pool_path = tmp_path / "pool.bin"
     pool_path.write_bytes(pool)
     img = str(tmp_path / "r.qcow2")
-    qemu_img("create", "-q", "-f", "qcow2", "-o", opts, img, str(size))
+    initial = initial_image(tmp_path, img, opts, size, start, rng)
     dev = blockdev_qcow2(img, extra="cache.no-flush=on")
 
     def reopen(bt):
@@ -114,7 +140,7 @@ def test_random_operations(tmp_path, case):
         qemu_img_check(img)
         return Blocktool(dev, pool=str(pool_path))
 
-    m = Model(size)
+    m = Model(initial)
     bt = Blocktool(dev, pool=str(pool_path))
     try:
         bt = run_ops(bt, m, rng, pool, n_ops, img, reopen)
