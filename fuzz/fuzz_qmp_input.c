@@ -9,10 +9,26 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "monitor/commands.h"
 #include "monitor/framer.h"
 #include "monitor/monitor-int.h"
 
 static struct monitor *mon;
+
+/*
+ * There is no machine here: only the commands whose handlers cope with
+ * that (they answer "This monitor has no machine").  The snapshot commands
+ * assume a machine, as they may in snapvm, where there always is one.
+ */
+static const struct qmp_command *const tables[] = {
+        qmp_core_commands, qmp_machine_commands, qmp_block_commands,
+        qmp_job_commands,  qmp_hmp_commands,     NULL,
+};
+static const struct hmp_command *const hmp_tables[] = {
+        hmp_core_commands,
+        hmp_machine_commands,
+        NULL,
+};
 
 static void check_reply(json_t *reply)
 {
@@ -30,7 +46,8 @@ static void check_reply(json_t *reply)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!mon) {
-        mon = monitor_new(NULL, NULL); /* never started: no thread, no sockets */
+        /* Never started: no thread, no sockets. */
+        mon = monitor_new_custom(NULL, qapi_schema_json, tables, hmp_tables, NULL);
     }
     struct framer f;
     framer_init(&f);

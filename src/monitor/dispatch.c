@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "monitor/framer.h"
 #include "monitor/monitor-int.h"
 
 json_t *qmp_error_reply(json_t *id, struct error *err)
@@ -180,7 +181,11 @@ json_t *qmp_dispatch(struct monitor *mon, uint64_t client_id, bool *negotiated, 
                      size_t len)
 {
     json_error_t jerr;
-    json_t *msg = json_loadb(frame, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
+    size_t std_len = 0;
+    char *std = framer_requote(frame, len, &std_len);
+    json_t *msg = json_loadb(std ? std : frame, std ? std_len : len,
+                             JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
+    free(std);
     if (!msg) {
         struct error *err = NULL;
         error_setg(&err, "JSON parse error, %s", jerr.text);

@@ -5,6 +5,7 @@
  */
 #include "monitor/framer.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 void framer_init(struct framer *f)
@@ -63,7 +64,7 @@ static bool is_lexical_error(unsigned char c)
 static bool scan_byte(struct framer *f, unsigned char c)
 {
     if (f->scalar) {
-        if (is_space(c) || strchr("{}[]\",:", c)) {
+        if (is_space(c) || strchr("{}[]\"',:", c)) {
             return true; /* the delimiter belongs to the next message */
         }
         f->pos++;
@@ -75,7 +76,7 @@ static bool scan_byte(struct framer *f, unsigned char c)
             f->escape = false;
         } else if (c == '\\') {
             f->escape = true;
-        } else if (c == '"') {
+        } else if (c == f->quote) {
             f->in_string = false;
             return f->depth == 0;
         }
@@ -83,7 +84,9 @@ static bool scan_byte(struct framer *f, unsigned char c)
     }
     switch (c) {
     case '"':
+    case '\'':
         f->in_string = true;
+        f->quote = (char)c;
         return false;
     case '{':
     case '[':
@@ -155,4 +158,45 @@ enum framer_result framer_next(struct framer *f, const char **frame, size_t *len
         consume(f, f->pos);
     }
     return FRAMER_NEED_MORE;
+}
+
+/*
+ * QMP's extension: 'single-quoted' strings, and the \' escape in both kinds
+ * of string.  Rewrite them as standard JSON for jansson.
+ */
+char *framer_requote(const char *frame, size_t len, size_t *out_len)
+{
+    if (!memchr(frame, '\'', len)) {
+        return NULL;
+    }
+    char *out = malloc(len * 2 + 1); /* at worst every byte gains a backslash */
+    if (!out) {
+        abort();
+    }
+    size_t o = 0;
+    char quote = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = frame[i];
+        if (!quote) {
+            if (c == '"' || c == '\'') {
+                quote = c;
+                c = '"';
+            }
+        } else if (c == '\\' && i + 1 < len) {
+            char next = frame[++i];
+            if (next != '\'') {
+                out[o++] = '\\';
+            }
+            c = next;
+        } else if (c == quote) {
+            quote = 0;
+            c = '"';
+        } else if (c == '"') {
+            out[o++] = '\\'; /* a double quote inside a single-quoted string */
+        }
+        out[o++] = c;
+    }
+    out[o] = '\0';
+    *out_len = o;
+    return out;
 }

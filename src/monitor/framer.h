@@ -26,6 +26,7 @@ struct framer {
     size_t depth;
     bool in_frame;
     bool in_string;
+    char quote; /* the quote that opened the string: QMP also takes '...' */
     bool escape;
     bool scalar;     /* a top-level number/literal, ended by a delimiter */
     bool discarding; /* skipping the rest of an oversized message */
@@ -46,5 +47,12 @@ void framer_append(struct framer *f, const void *data, size_t len);
 size_t framer_buffered(const struct framer *f);
 enum framer_result framer_next(struct framer *f, const char **frame, size_t *len,
                                struct error **errp);
+
+/*
+ * A frame in standard JSON: QMP also accepts 'single-quoted' strings and
+ * the escape \' in strings.  Returns a new NUL-terminated string, or NULL
+ * when the frame has no single quote at all (use it as it is).
+ */
+char *framer_requote(const char *frame, size_t len, size_t *out_len);
 
 #endif

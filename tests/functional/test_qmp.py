@@ -75,6 +75,16 @@ def test_no_id_no_id_in_reply(vm):
     assert "id" not in reply and reply["return"]["status"] == "prelaunch"
 
 
+def test_single_quoted_strings(vm):
+    """The spec's extension: 'single-quoted' strings and the \\' escape."""
+    q = vm.qmp
+    q.send_raw(b"{'execute': 'human-monitor-command', 'arguments': "
+               b"{'command-line': 'info status'}, 'id': 'it\\'s \"q\"'}")
+    assert q.recv() == {"return": "VM status: paused (prelaunch)\r\n", "id": "it's \"q\""}
+    q.send_raw(b'{"execute": "query-status", "id": "\\\'"}')
+    assert q.recv()["id"] == "'"
+
+
 def test_pipelined_commands_answer_in_order(vm):
     q = vm.qmp
     names = ["query-status", "query-version", "query-jobs", "bogus", "query-commands"] * 8

@@ -141,6 +141,35 @@ static void test_deep_nesting_is_refused(void **state)
     framer_destroy(&f);
 }
 
+static void expect_requote(const char *in, const char *want)
+{
+    size_t len = 0;
+    char *out = framer_requote(in, strlen(in), &len);
+    if (!want) {
+        assert_null(out);
+        return;
+    }
+    assert_non_null(out);
+    assert_int_equal(len, strlen(want));
+    assert_string_equal(out, want);
+    free(out);
+}
+
+static void test_single_quotes(void **state)
+{
+    (void)state;
+    struct framer f;
+    framer_init(&f);
+    const char *in = "{'execute': 'a}\\'\\\\', 'x': '\"{'}{\"q\": \"it\\'s\"}";
+    framer_append(&f, in, strlen(in));
+    expect(&f, "{'execute': 'a}\\'\\\\', 'x': '\"{'}");
+    expect(&f, "{\"q\": \"it\\'s\"}");
+    framer_destroy(&f);
+    expect_requote("{\"a\": 1}", NULL);
+    expect_requote("{'execute': 'x', 'id': 'it\\'s'}", "{\"execute\": \"x\", \"id\": \"it's\"}");
+    expect_requote("['\"', \"'\", \"\\'\", '\\n']", "[\"\\\"\", \"'\", \"'\", \"\\n\"]");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -150,6 +179,7 @@ int main(void)
             cmocka_unit_test(test_oversized_is_skipped),
             cmocka_unit_test(test_control_char_resets),
             cmocka_unit_test(test_deep_nesting_is_refused),
+            cmocka_unit_test(test_single_quotes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
