@@ -87,7 +87,7 @@ def connect(path, timeout=60):
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return QMP(f"unix:{path}", timeout=600)
+            return QMP(f"unix:{path}", timeout=300)
         except (FileNotFoundError, ConnectionRefusedError):
             if time.monotonic() > deadline:
                 raise
@@ -131,6 +131,8 @@ class VMM:
     def __init__(self, kind, workdir, size, image, ram_file=None, name="vm"):
         self.kind, self.size, self.image = kind, size, image
         self.sock = os.path.join(workdir, f"{kind}-{name}.sock")
+        # A second monitor for the latency poller: QEMU serves one client per socket.
+        self.poll_sock = os.path.join(workdir, f"{kind}-{name}-poll.sock")
         mib = size // MiB
         if kind == "snapvm":
             argv = [SNAPVM, "-m", f"{mib}M", "-append", "tick_ms=100", "-serial", "stdio",
@@ -144,10 +146,13 @@ class VMM:
                     "-machine", "pc,accel=kvm", "-m", f"{mib}M", "-blockdev",
                     f"driver=qcow2,node-name=disk0,file.driver=file,file.filename={image}",
                     "-device", "virtio-blk-pci,drive=disk0"]
-            if ram_file:
-                argv += ["-object", f"memory-backend-file,id=ram0,size={mib}M,"
-                         f"mem-path={ram_file},share=on", "-machine", "memory-backend=ram0"]
-        argv += ["-qmp", f"unix:{self.sock},server=on,wait=off"]
+            # The RAM block must be named alike when saving and loading: a
+            # prefilled file to save from, anonymous memory to load into.
+            backend = (f"memory-backend-file,id=ram0,size={mib}M,mem-path={ram_file},share=on"
+                       if ram_file else f"memory-backend-ram,id=ram0,size={mib}M")
+            argv += ["-object", backend, "-machine", "memory-backend=ram0"]
+        argv += ["-qmp", f"unix:{self.sock},server=on,wait=off",
+                 "-qmp", f"unix:{self.poll_sock},server=on,wait=off"]
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
         self.qmp = connect(self.sock)
@@ -174,7 +179,7 @@ class VMM:
 
 
 def qmp_recv_event(self):
-    msg = self._read_message(600)
+    msg = self._read_message(900)
     if "event" in msg:
         self.events.append(msg)
 
@@ -182,19 +187,28 @@ def qmp_recv_event(self):
 QMP.recv_event = qmp_recv_event
 
 
+def wait_job(vmm, job_id):
+    """Wait for a QEMU job to conclude; fail loudly if it failed."""
+    q = vmm.qmp
+    while not any(e["event"] == "JOB_STATUS_CHANGE" and e["data"]["status"] == "concluded"
+                  and e["data"]["id"] == job_id for e in q.events):
+        q.recv_event()
+    job = next(j for j in q.cmd("query-jobs") if j["id"] == job_id)
+    if "error" in job:
+        raise RuntimeError(f"{vmm.kind} {job['type']}: {job['error']}")
+
+
 def save(vmm, tag):
     q = vmm.qmp
     q.events.clear()
     w0 = wchar(vmm.proc.pid)
-    with Poller(vmm.sock) as poller:
+    with Poller(vmm.poll_sock) as poller:
         t0 = time.time()
         if vmm.kind == "snapvm":
             q.cmd("savevm", tag=tag)
         else:
             q.cmd("snapshot-save", job_id="save", tag=tag, vmstate="disk0", devices=["disk0"])
-            while not any(e["event"] == "JOB_STATUS_CHANGE" and e["data"]["status"] == "concluded"
-                          for e in q.events):
-                q.recv_event()
+            wait_job(vmm, "save")
         total = time.time() - t0
     stop = vmm.wait_event("STOP", t0)
     resume = vmm.wait_event("RESUME", t0)
@@ -211,9 +225,7 @@ def load(vmm, tag):
         q.cmd("loadvm", tag=tag)
     else:
         q.cmd("snapshot-load", job_id="load", tag=tag, vmstate="disk0", devices=["disk0"])
-        while not any(e["event"] == "JOB_STATUS_CHANGE" and e["data"]["status"] == "concluded"
-                      for e in q.events):
-            q.recv_event()
+        wait_job(vmm, "load")
     done = time.time()
     resume = vmm.wait_event("RESUME", t0)
     return {"to_running_ms": (resume - t0) * 1e3, "total_s": done - t0,

@@ -305,9 +305,15 @@ static int precopy(struct save_ctx *ctx, struct error **errp)
         ram_save_pages(&ctx->saver, 0, ctx->ram_size / VMSTATE_PAGE_SIZE, errp) < 0) {
         return -1;
     }
+    log_debug("live save: first pass written (%llu bytes)",
+              (unsigned long long)ctx->saver.bytes_written);
     for (int round = 0; round < PRECOPY_MAX_ROUNDS; round++) {
         uint64_t before = ctx->saver.bytes_written;
-        if (flush_vmstate(ctx, errp) < 0 || converge(ctx, errp) < 0) {
+        if (flush_vmstate(ctx, errp) < 0) {
+            return -1;
+        }
+        log_debug("live save: flushed");
+        if (converge(ctx, errp) < 0) {
             return -1;
         }
         if (ctx->saver.bytes_written - before <= PRECOPY_UNFLUSHED_OK) {

@@ -11,6 +11,10 @@ pytestmark = pytest.mark.kvm
 
 
 def statuses(qmp, job_id):
+    """The job's status changes, once its "concluded" event has arrived
+    (query-jobs may report the job concluded before the event is read)."""
+    done = {"id": job_id, "status": "concluded"}
+    qmp.events.append(qmp.event("JOB_STATUS_CHANGE", match=done))
     return [e["data"]["status"] for e in qmp.events
             if e["event"] == "JOB_STATUS_CHANGE" and e["data"]["id"] == job_id]
 
