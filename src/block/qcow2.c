@@ -98,6 +98,7 @@ int qcow2_read_table(struct qcow2_state *s, uint64_t off, uint64_t *table, size_
 /* ---- open ---- */
 
 struct header_ext_info {
+    bool bitmaps; /* persistent dirty bitmaps: clusters the repair cannot count */
     char backing_fmt[32];
     const uint8_t *feature_table;
     uint32_t feature_table_len;
@@ -141,6 +142,8 @@ static int parse_extensions(struct qcow2_state *s, const uint8_t *hdr, uint64_t 
             }
             memcpy(x->backing_fmt, data, len);
             x->backing_fmt[len] = 0;
+        } else if (type == QCOW2_EXT_BITMAPS) {
+            x->bitmaps = true;
         } else if (type == QCOW2_EXT_FEATURE_TABLE) {
             x->feature_table = data;
             x->feature_table_len = len;
@@ -351,11 +354,22 @@ static void qcow2_free_state(struct qcow2_state *s)
     free(s);
 }
 
-/* Clear autoclear bits we do not maintain (bitmaps): required before writing. */
-static int clear_autoclear(struct qcow2_state *s, struct error **errp)
+/*
+ * Clear autoclear bits we do not maintain: required before writing.  Valid
+ * persistent bitmaps (bit 0) would be invalidated by that, so such images are
+ * refused for writing instead of silently losing the user's bitmaps.
+ */
+static int clear_autoclear(struct qcow2_state *s, bool bitmaps, struct error **errp)
 {
     if (s->node->read_only || s->version < 3 || s->autoclear == 0) {
         return 0;
+    }
+    if (bitmaps && (s->autoclear & 1)) {
+        error_setg(errp,
+                   "'%s' has persistent dirty bitmaps, which snapvm does not maintain; remove "
+                   "them ('qemu-img bitmap --remove') or open the image read-only",
+                   s->node->filename);
+        return -1;
     }
     uint8_t z[8] = {0};
     if (qcow2_write_header_field(s, QCOW2_HDR_AUTOCLEAR, z, 8, errp) < 0 ||
@@ -433,12 +447,20 @@ static int qcow2_open(struct block_node *node, json_t *opts, struct error **errp
     }
     if (load_l1(s, errp) < 0 || qcow2_refcount_init(s, errp) < 0 ||
         qcow2_read_snapshots(s, errp) < 0 || open_backing(s, h, opts, &x, depth, errp) < 0 ||
-        clear_autoclear(s, errp) < 0) {
+        clear_autoclear(s, x.bitmaps, errp) < 0) {
         goto fail;
     }
-    if (!node->read_only && (s->incompat & QCOW2_INCOMPAT_DIRTY) &&
-        qcow2_repair_refcounts(s, errp) < 0) {
-        goto fail;
+    if (!node->read_only && (s->incompat & QCOW2_INCOMPAT_DIRTY)) {
+        if (x.bitmaps) {
+            error_setg(errp,
+                       "'%s' was not closed cleanly and has persistent bitmaps, whose "
+                       "clusters snapvm cannot count; repair it with 'qemu-img check -r all'",
+                       fn);
+            goto fail;
+        }
+        if (qcow2_repair_refcounts(s, errp) < 0) {
+            goto fail;
+        }
     }
     s->free_hint = 0;
     free(h);

@@ -45,6 +45,7 @@
 #define QCOW2_EXT_BACKING_FORMAT 0xe2792acau
 #define QCOW2_EXT_FEATURE_TABLE  0x6803f857u
 #define QCOW2_EXT_DATA_FILE      0x44415441u
+#define QCOW2_EXT_BITMAPS        0x23852875u
 
 /* L1/L2 entry bits. */
 #define QCOW_OFLAG_COPIED     (1ull << 63)

@@ -272,3 +272,16 @@ def test_unsupported_features_are_named(tmp_path):
              "1M")
     r = run_blocktool("--blockdev", blockdev_qcow2(data), "-c", "info")
     assert r.returncode != 0 and "external data file" in r.stderr
+
+
+def test_persistent_bitmaps_are_not_silently_invalidated(tmp_path):
+    img = str(tmp_path / "bm.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", img, "1M")
+    qemu_img("bitmap", "--add", img, "b0")
+    r = run_blocktool("--blockdev", blockdev_qcow2(img), "-c", "fill 0 4096 1")
+    assert r.returncode != 0 and "persistent dirty bitmaps" in r.stderr and "bm.qcow2" in r.stderr
+    r = run_blocktool("--blockdev", blockdev_qcow2(img, extra="read-only=on"), "-c", "read 0 4096")
+    assert r.returncode == 0, r.stderr
+    # QEMU still trusts its bitmap afterwards.
+    assert "inconsistent" not in qemu_img("info", img).stderr
+    qemu_img_check(img)
