@@ -72,9 +72,21 @@ def check_after_crash(img):
     return r
 
 
+def shim_works(img):
+    """Can the shim be preloaded?  A sanitizer build of blocktool refuses to
+    start with another library ahead of its runtime."""
+    env = dict(os.environ, LD_PRELOAD=SHIM)
+    r = subprocess.run([BLOCKTOOL, "--blockdev",
+                        blockdev_qcow2(img, extra="read-only=on,force-share=on"), "-c", "info"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    return r.returncode == 0
+
+
 def test_crash_at_every_write(tmp_path):
     assert os.path.exists(SHIM)
     base, pool = prepare(tmp_path)
+    if "SNAPVM_BLOCKTOOL" in os.environ and not shim_works(base):
+        pytest.skip("the crash shim cannot be preloaded into this blocktool (sanitizer build)")
     # The states at operation boundaries, from an uninterrupted run.
     ref = str(tmp_path / "ref.qcow2")
     shutil.copy(base, ref)
