@@ -152,8 +152,9 @@ struct block_extent {
  * (the tail of the last cluster is included up to vm_state_size only).
  *
  * DATA extents of a snapshot stay valid and unchanged for as long as the
- * snapshot exists: the clusters belong to the snapshot alone (the active
- * image never references a vmstate), so nothing writes them in place.  With
+ * snapshot exists: snapvm writes a cluster in place only while its refcount
+ * is 1, and the snapshot holds a reference to each of these (snapvm's active
+ * image never references a vmstate at all after block_snapshot_create).  With
  * a cluster size of at least the page size, DATA host offsets that start at
  * a cluster boundary are page-aligned, so pages can be mmap()ed (MAP_PRIVATE)
  * from block_node_host_fd().
