@@ -84,8 +84,8 @@ static int byte_locked_by_other(int fd, off_t byte, bool *locked)
     return 0;
 }
 
-/* Does process `pid` have the file (dev, ino) open? */
-static bool process_has_file(const char *pid, dev_t dev, ino_t ino)
+/* Does process `pid` have the file (dev, ino) open (on a descriptor other than `skip_fd`)? */
+static bool process_has_file(const char *pid, dev_t dev, ino_t ino, int skip_fd)
 {
     char dirpath[300];
     snprintf(dirpath, sizeof(dirpath), "/proc/%s/fd", pid);
@@ -99,13 +99,14 @@ static bool process_has_file(const char *pid, dev_t dev, ino_t ino)
         char p[600];
         struct stat st;
         snprintf(p, sizeof(p), "%s/%s", dirpath, e->d_name);
-        found = e->d_name[0] != '.' && stat(p, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
+        found = e->d_name[0] != '.' && atoi(e->d_name) != skip_fd && stat(p, &st) == 0 &&
+                st.st_dev == dev && st.st_ino == ino;
     }
     closedir(d);
     return found;
 }
 
-/* Best effort: " It is open in qemu-system-x86 (pid 1234)." or "". */
+/* Best effort: " It is open in qemu-system-x86 (pid 1234)." (or this process) or "". */
 static void describe_holder(int fd, char *out, size_t outlen)
 {
     struct stat st;
@@ -122,7 +123,7 @@ static void describe_holder(int fd, char *out, size_t outlen)
     struct dirent *e;
     while ((e = readdir(proc)) != NULL) {
         if (e->d_name[0] < '0' || e->d_name[0] > '9' || !strcmp(e->d_name, self) ||
-            !process_has_file(e->d_name, st.st_dev, st.st_ino)) {
+            !process_has_file(e->d_name, st.st_dev, st.st_ino, -1)) {
             continue;
         }
         char commpath[300], comm[64] = "?";
@@ -138,6 +139,9 @@ static void describe_holder(int fd, char *out, size_t outlen)
         break;
     }
     closedir(proc);
+    if (!out[0] && process_has_file(self, st.st_dev, st.st_ino, fd)) {
+        snprintf(out, outlen, " It is already open in this process (another block node).");
+    }
 }
 
 static void lock_conflict(int fd, bool shared, int perm, const char *filename, struct error **errp)

@@ -152,6 +152,8 @@ static void test_locks(void **state)
     /* A second writer and a reader are both refused, as QEMU would be. */
     expect_add_error(g, "driver=raw,node-name=w2,file.driver=file,file.filename=%s",
                      "Failed to get \"write\" lock");
+    expect_add_error(g, "driver=raw,node-name=w2,file.driver=file,file.filename=%s",
+                     "already open in this process");
     expect_add_error(g, "driver=raw,node-name=w3,read-only=on,file.driver=file,file.filename=%s",
                      "Failed to get shared \"write\" lock");
     /* locking=off opts out, as in QEMU. */
