@@ -6,6 +6,7 @@
 #include "snapshot/restore.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -21,8 +22,24 @@
 #endif
 
 #define PAGE VMSTATE_PAGE_SIZE
-/* Each mapped run is a VMA; stay far below the kernel's vm.max_map_count. */
-#define MAX_MAPPED_RUNS 16384
+
+/*
+ * Each mapped run becomes a mapping of its own (and splits the one around
+ * it): stay well below the kernel's vm.max_map_count, leaving room for
+ * everything else the process maps.
+ */
+static size_t max_mapped_runs(void)
+{
+    unsigned long max = 65530; /* the kernel's default */
+    FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
+    if (f) {
+        if (fscanf(f, "%lu", &max) != 1) {
+            max = 65530;
+        }
+        fclose(f);
+    }
+    return max > 8192 ? (max - 4096) / 2 : 0;
+}
 
 static bool page_aligned(uint64_t v)
 {
@@ -54,14 +71,11 @@ static int restore_extent(struct block_node *node, const char *tag, const struct
 {
     void *at = ram + offset;
     int fd = block_node_host_fd(node);
-    if (e->kind == BLOCK_EXTENT_ZERO && page_aligned(offset) && page_aligned(e->len)) {
-        /* Fresh anonymous pages are zero: no memset of the whole run. */
-        if (mmap(at, e->len, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) != MAP_FAILED) {
-            return 0;
-        }
-    } else if (e->kind == BLOCK_EXTENT_DATA && fd >= 0 && page_aligned(offset) &&
-               page_aligned(e->len) && page_aligned(e->host_offset)) {
+    if (e->kind == BLOCK_EXTENT_ZERO) {
+        return 0; /* RAM was replaced by fresh zero pages already */
+    }
+    if (e->kind == BLOCK_EXTENT_DATA && fd >= 0 && page_aligned(offset) && page_aligned(e->len) &&
+        page_aligned(e->host_offset)) {
         if (mmap(at, e->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, fd,
                  (off_t)e->host_offset) != MAP_FAILED) {
             mapping_add(map, offset, e->len);
@@ -89,9 +103,20 @@ int restore_ram(struct machine *m, struct block_node *node, const char *tag, con
     size_t count = 0;
     if (!machine_ram_is_private(m) ||
         block_snapshot_vmstate_map(node, tag, ram_offset, ram_size, &extents, &count, NULL) < 0 ||
-        count > MAX_MAPPED_RUNS) {
+        count > max_mapped_runs()) {
         free(extents);
         return ram_load(node, tag, ram_offset, ram, ram_size, errp);
+    }
+    /*
+     * One fresh anonymous mapping over all of RAM: every page reads as zero
+     * (the snapshot's zero runs need nothing more), and whatever an earlier
+     * restore mapped from an image is gone in the same call.
+     */
+    if (mmap(ram, ram_size, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) == MAP_FAILED) {
+        free(extents);
+        error_setg_errno(errp, errno, "cannot replace guest RAM");
+        return -1;
     }
     int rc = 0;
     for (size_t i = 0; i < count && rc == 0; i++) {

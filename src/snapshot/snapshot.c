@@ -294,7 +294,7 @@ static int reserve_metadata(struct save_ctx *ctx, struct error **errp)
  * then a few pages, and the flushes under the pause (the block snapshot's
  * metadata updates flush the image) find almost no data to write.
  */
-#define PRECOPY_MAX_ROUNDS   4
+#define PRECOPY_MAX_ROUNDS   10
 #define PRECOPY_UNFLUSHED_OK (8u << 20)
 
 static int precopy(struct save_ctx *ctx, struct error **errp)
