@@ -308,10 +308,10 @@ static int l2_for_write(struct qcow2_state *s, uint32_t l1i, uint8_t **l2, uint6
         s->l1[l1i] = saved;
         goto fail;
     }
-    /* The active L1 no longer references the old table. */
-    if (old && qcow2_update_refcount(s, old, -1, errp) < 0) {
-        qcow2_cache_put(&s->l2_cache, tbl);
-        return -1;
+    /* The active L1 no longer references the old table: drop it after the
+     * next flush (the L1 entry must be durable first). */
+    if (old) {
+        qcow2_drop_later(s, old, true);
     }
     *l2 = tbl;
     *l2off = nw;
@@ -496,10 +496,11 @@ static int write_span(struct qcow2_state *s, uint64_t voff, const uint8_t *buf, 
             free_new_clusters(s, plan, n);
         }
     } else {
-        /* Only now does the active image stop referencing the old clusters. */
-        for (uint64_t i = 0; rc == 0 && i < n; i++) {
+        /* The active image no longer references the old clusters: drop them
+         * once the new L2 entries are durable (next flush). */
+        for (uint64_t i = 0; i < n; i++) {
             if (!plan[i].in_place && !plan[i].reuse) {
-                rc = qcow2_update_entry_refcount(s, plan[i].old, -1, errp);
+                qcow2_drop_later(s, plan[i].old, false);
             }
         }
     }

@@ -39,10 +39,39 @@ static const char *const qcow2_opts[] = {
 
 /* ---- helpers used by the other qcow2 files ---- */
 
+void qcow2_drop_later(struct qcow2_state *s, uint64_t entry, bool is_table)
+{
+    if (s->n_pending_drops == s->cap_pending_drops) {
+        s->cap_pending_drops = s->cap_pending_drops ? s->cap_pending_drops * 2 : 64;
+        s->pending_drops = realloc(s->pending_drops, s->cap_pending_drops * sizeof(uint64_t));
+        if (!s->pending_drops) {
+            abort();
+        }
+    }
+    /* A table offset is stored as a NORMAL entry: same refcount effect. */
+    s->pending_drops[s->n_pending_drops++] = is_table ? (entry & L2E_OFFSET_MASK) : entry;
+}
+
+/*
+ * A reference may be dropped only once nothing on disk can still point to
+ * the cluster through the replaced entry, i.e. after the flush that made the
+ * new entry durable; otherwise a power loss could leave the old entry with a
+ * refcount that no longer counts it.  The drops themselves need no flush:
+ * losing them only leaks.
+ */
 int qcow2_barrier(struct qcow2_state *s, struct error **errp)
 {
     s->unflushed_refcounts = false;
-    return bdrv_child_flush(s->file, errp);
+    if (bdrv_child_flush(s->file, errp) < 0) {
+        return -1;
+    }
+    size_t n = s->n_pending_drops;
+    s->n_pending_drops = 0;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        rc = qcow2_update_entry_refcount(s, s->pending_drops[i], -1, errp);
+    }
+    return rc;
 }
 
 int qcow2_file_pread(struct qcow2_state *s, uint64_t off, void *buf, size_t len,
@@ -349,6 +378,7 @@ static void qcow2_free_state(struct qcow2_state *s)
     qcow2_free_snapshots(s->snaps, s->nb_snapshots);
     free(s->l1);
     free(s->reftable);
+    free(s->pending_drops);
     free(s->cbuf);
     free(s->dbuf);
     free(s);
@@ -477,7 +507,8 @@ static void qcow2_close(struct block_node *node)
     struct qcow2_state *s = node->opaque;
     if (s && !node->read_only) {
         qcow2_flush_deferred(s, NULL);
-        qcow2_barrier(s, NULL);
+        qcow2_barrier(s, NULL); /* also applies the queued drops... */
+        qcow2_barrier(s, NULL); /* ...which this makes durable */
     }
     qcow2_free_state(s);
     node->opaque = NULL;

@@ -142,6 +142,12 @@ struct qcow2_state {
     bool unflushed_refcounts; /* refcount blocks written since the last barrier */
     bool rb_batch;            /* refcount updates stay in the cache until the batch ends */
 
+    /* References to drop once the pointer updates that replaced them are on
+     * disk (applied by the next qcow2_barrier): L2 entries (an L2 table is
+     * queued as a plain cluster entry). */
+    uint64_t *pending_drops;
+    size_t n_pending_drops, cap_pending_drops;
+
     uint8_t *cbuf;       /* scratch for compressed input */
     uint8_t *dbuf;       /* one decompressed cluster */
     uint64_t dbuf_entry; /* L2 entry dbuf holds, 0 if none */
@@ -206,7 +212,13 @@ static inline uint64_t qcow2_vmstate_offset(const struct qcow2_state *s, uint64_
 }
 
 /* qcow2.c */
+/*
+ * Flush the file; then drop the references queued with qcow2_drop_later(),
+ * whose replacement pointers that flush has made durable.
+ */
 int qcow2_barrier(struct qcow2_state *s, struct error **errp);
+/* Queue the drop of what an L2 entry references (is_table: an L2 table offset). */
+void qcow2_drop_later(struct qcow2_state *s, uint64_t entry, bool is_table);
 int qcow2_write_header_field(struct qcow2_state *s, uint64_t off, const void *buf, size_t len,
                              struct error **errp);
 int qcow2_file_pread(struct qcow2_state *s, uint64_t off, void *buf, size_t len,
