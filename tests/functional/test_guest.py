@@ -28,8 +28,10 @@ def test_tick_rate_follows_append():
         t0 = vm.tick()
         time.sleep(1.0)
         t1 = vm.tick()
-        # 50 ticks a second nominally; allow a loaded machine some slack.
-        assert 25 <= t1 - t0 <= 60, (t0, t1)
+        # 50 ticks a second nominally, against 10 by default; a loaded
+        # 2-core machine delivers fewer, so the bound only has to tell the
+        # two rates apart.
+        assert 18 <= t1 - t0 <= 60, (t0, t1)
 
 
 def test_fill_and_sum_are_deterministic():

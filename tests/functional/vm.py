@@ -217,7 +217,9 @@ class VM:
                 return m
 
     def wait_ready(self, timeout=10):
-        self.wait_for("^" + re.escape(READY) + "$", timeout)
+        # Not anchored at the start: a reset can cut the line the guest was
+        # printing, and the banner then follows its first half on one line.
+        self.wait_for(re.escape(READY) + "$", timeout)
 
     def write(self, text):
         data = text.encode()
