@@ -20,6 +20,8 @@
 #include "monitor/commands.h"
 #include "monitor/qmp.h"
 #include "snapshot/snapshot.h"
+#include "util/buf.h"
+#include "util/size.h"
 
 enum snapshot_op {
     OP_SAVE,
@@ -157,6 +159,23 @@ static int call_run(struct snapshot_call *call, json_t **result, struct error **
     return rc;
 }
 
+/* HMP output is built in a byte_buf, a printf at a time. */
+static void buf_printf(struct byte_buf *b, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
+
+static void buf_printf(struct byte_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *piece = NULL;
+    if (vasprintf(&piece, fmt, ap) < 0) {
+        abort();
+    }
+    va_end(ap);
+    buf_append(b, piece, strlen(piece));
+    free(piece);
+}
+
 /* What HMP prints for a finished call: nothing, as QEMU, except for delvm's misses. */
 static json_t *hmp_output(struct snapshot_call *call, json_t *result)
 {
@@ -164,20 +183,18 @@ static json_t *hmp_output(struct snapshot_call *call, json_t *result)
     if (call->op != OP_DELETE || json_array_size(missing) == 0) {
         return json_string("");
     }
-    char line[1024] = "";
+    struct byte_buf text;
+    buf_init(&text);
+    buf_printf(&text, "Snapshot '%s' was not on: ", call->tag);
     size_t i;
     json_t *name;
     json_array_foreach(missing, i, name)
     {
-        size_t used = strlen(line);
-        snprintf(line + used, sizeof(line) - used, "%s%s", i ? ", " : "", json_string_value(name));
+        buf_printf(&text, "%s%s", i ? ", " : "", json_string_value(name));
     }
-    char *text = NULL;
-    if (asprintf(&text, "Snapshot '%s' was not on: %s\r\n", call->tag, line) < 0) {
-        abort();
-    }
-    json_t *out = json_string(text);
-    free(text);
+    buf_printf(&text, "\r\n");
+    json_t *out = json_stringn((const char *)text.data, text.len);
+    buf_free(&text);
     return out;
 }
 
@@ -367,47 +384,11 @@ static json_t *hmp_delvm(struct qmp_request *req, const char *args, struct error
     return hmp_call(req, OP_DELETE, args, false, errp);
 }
 
-static void append(char **text, size_t *len, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
-
-static void append(char **text, size_t *len, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *piece = NULL;
-    if (vasprintf(&piece, fmt, ap) < 0) {
-        abort();
-    }
-    va_end(ap);
-    size_t n = strlen(piece);
-    char *grown = realloc(*text, *len + n + 1);
-    if (!grown) {
-        abort();
-    }
-    memcpy(grown + *len, piece, n + 1);
-    *text = grown;
-    *len += n;
-    free(piece);
-}
-
-static void format_vm_size(uint64_t bytes, char *buf, size_t len)
-{
-    if (bytes < 1024) {
-        snprintf(buf, len, "%llu B", (unsigned long long)bytes);
-    } else if (bytes < (1ULL << 20)) {
-        snprintf(buf, len, "%.3g KiB", (double)bytes / 1024);
-    } else if (bytes < (1ULL << 30)) {
-        snprintf(buf, len, "%.3g MiB", (double)bytes / (1 << 20));
-    } else {
-        snprintf(buf, len, "%.3g GiB", (double)bytes / (1 << 30));
-    }
-}
-
-static void format_row(json_t *snap, char **text, size_t *len)
+static void format_row(json_t *snap, struct byte_buf *text)
 {
     char size[32], date[32], clock[32];
-    format_vm_size((uint64_t)json_integer_value(json_object_get(snap, "vm-state-size")), size,
-                   sizeof(size));
+    size_format((uint64_t)json_integer_value(json_object_get(snap, "vm-state-size")), size,
+                sizeof(size));
     time_t secs = (time_t)json_integer_value(json_object_get(snap, "date-sec"));
     struct tm tm;
     localtime_r(&secs, &tm);
@@ -418,10 +399,10 @@ static void format_row(json_t *snap, char **text, size_t *len)
              (unsigned long long)(ns / 60000000000ULL % 60),
              (unsigned long long)(ns / 1000000000ULL % 60),
              (unsigned long long)(ns / 1000000ULL % 1000));
-    append(text, len, "%-9s %-17s %7s %19s %12s %s\r\n",
-           json_string_value(json_object_get(snap, "id")),
-           json_string_value(json_object_get(snap, "tag")), size, date, clock,
-           json_is_true(json_object_get(snap, "loadable")) ? "" : "(not loadable)");
+    buf_printf(text, "%-9s %-17s %7s %19s %12s %s\r\n",
+               json_string_value(json_object_get(snap, "id")),
+               json_string_value(json_object_get(snap, "tag")), size, date, clock,
+               json_is_true(json_object_get(snap, "loadable")) ? "" : "(not loadable)");
 }
 
 static json_t *hmp_info_snapshots(struct qmp_request *req, const char *args, struct error **errp)
@@ -435,19 +416,19 @@ static json_t *hmp_info_snapshots(struct qmp_request *req, const char *args, str
         json_decref(list);
         return json_string("There is no snapshot available.\r\n");
     }
-    char *text = NULL;
-    size_t len = 0;
-    append(&text, &len, "List of snapshots present on all disks:\r\n");
-    append(&text, &len, "%-9s %-17s %7s %19s %12s\r\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK");
+    struct byte_buf text;
+    buf_init(&text);
+    buf_printf(&text, "List of snapshots present on all disks:\r\n");
+    buf_printf(&text, "%-9s %-17s %7s %19s %12s\r\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK");
     size_t i;
     json_t *snap;
     json_array_foreach(list, i, snap)
     {
-        format_row(snap, &text, &len);
+        format_row(snap, &text);
     }
     json_decref(list);
-    json_t *out = json_string(text);
-    free(text);
+    json_t *out = json_stringn((const char *)text.data, text.len);
+    buf_free(&text);
     return out;
 }
 
