@@ -201,20 +201,29 @@ static uint64_t count_dirty(const struct save_ctx *ctx)
     return n;
 }
 
+static bool page_dirty(const struct save_ctx *ctx, uint64_t page)
+{
+    return ctx->dirty[page / 64] >> (page % 64) & 1;
+}
+
 /* Rewrite every page marked dirty, in runs, and clear the marks. */
-static int rewrite_dirty(struct save_ctx *ctx, struct error **errp)
+static int rewrite_dirty(struct save_ctx *ctx, uint64_t dirty_pages, struct error **errp)
 {
     uint64_t pages = ctx->ram_size / VMSTATE_PAGE_SIZE;
-    ctx->progress_total += count_dirty(ctx) * VMSTATE_PAGE_SIZE;
+    ctx->progress_total += dirty_pages * VMSTATE_PAGE_SIZE;
     progress_total(ctx->progress, ctx->progress_total);
     uint64_t i = 0;
     while (i < pages) {
-        if (!(ctx->dirty[i / 64] >> (i % 64) & 1)) {
-            i = ctx->dirty[i / 64] >> (i % 64) ? i + 1 : (i / 64 + 1) * 64;
+        if (ctx->dirty[i / 64] == 0) {
+            i = (i / 64 + 1) * 64; /* a clean word: skip its 64 pages */
+            continue;
+        }
+        if (!page_dirty(ctx, i)) {
+            i++;
             continue;
         }
         uint64_t start = i;
-        while (i < pages && (ctx->dirty[i / 64] >> (i % 64) & 1)) {
+        while (i < pages && page_dirty(ctx, i)) {
             i++;
         }
         if (ram_save_pages(&ctx->saver, start, i - start, errp) < 0) {
@@ -247,12 +256,12 @@ static int converge(struct save_ctx *ctx, struct error **errp)
         if (sync_dirty(ctx, errp) < 0) {
             return -1;
         }
-        log_debug("live save: pass %d, %llu dirty pages", pass,
-                  (unsigned long long)count_dirty(ctx));
-        if (count_dirty(ctx) <= PRECOPY_FINAL_PAGES) {
+        uint64_t dirty = count_dirty(ctx);
+        log_debug("live save: pass %d, %llu dirty pages", pass, (unsigned long long)dirty);
+        if (dirty <= PRECOPY_FINAL_PAGES) {
             return 0; /* left marked for the final pass */
         }
-        if (rewrite_dirty(ctx, errp) < 0) {
+        if (rewrite_dirty(ctx, dirty, errp) < 0) {
             return -1;
         }
     }
@@ -418,9 +427,9 @@ static int final_pass(struct save_ctx *ctx, json_t **result, struct error **errp
     if (sync_dirty(ctx, errp) < 0) {
         return -1;
     }
-    log_debug("live save: %llu pages left for the final pass",
-              (unsigned long long)count_dirty(ctx));
-    if (rewrite_dirty(ctx, errp) < 0) {
+    uint64_t dirty = count_dirty(ctx);
+    log_debug("live save: %llu pages left for the final pass", (unsigned long long)dirty);
+    if (rewrite_dirty(ctx, dirty, errp) < 0) {
         return -1;
     }
     log_debug("live save: final pages written");
