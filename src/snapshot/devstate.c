@@ -17,32 +17,19 @@
  * Versions of the records whose format src/machine owns; bump together
  * with a change of vcpu_state_save()/vm_state_save().
  */
-#define VCPU_STATE_VERSION     1
-#define VM_STATE_VERSION       1
-#define MACHINE_RECORD_VERSION 1
-#define KVM_RECORD_ID          "kvm"
-#define MACHINE_RECORD_ID      "machine"
+#define VCPU_STATE_VERSION 1
+#define VM_STATE_VERSION   1
+#define KVM_RECORD_ID      "kvm"
 
 static void cpu_record_id(char *buf, size_t len, int index)
 {
     snprintf(buf, len, "cpu/%d", index);
 }
 
-static void machine_record(struct machine *m, struct byte_buf *out)
-{
-    uint64_t ram_size;
-    machine_ram(m, &ram_size);
-    buf_put_u64(out, ram_size);
-    buf_put_u32(out, (uint32_t)machine_vcpu_count(m));
-}
-
 int devstate_capture(struct machine *m, struct byte_buf *section, struct error **errp)
 {
     struct byte_buf payload;
     buf_init(&payload);
-    machine_record(m, &payload);
-    vmstate_record_add(section, MACHINE_RECORD_ID, MACHINE_RECORD_VERSION, payload.data,
-                       payload.len);
     int rc = -1;
     for (int i = 0; i < machine_vcpu_count(m); i++) {
         char id[32];
@@ -86,39 +73,10 @@ static int expect_record(const struct vmstate_record *records, size_t count, con
     return 0;
 }
 
-static int check_machine_record(struct machine *m, const struct vmstate_record *records,
-                                size_t count, const char *where, struct error **errp)
-{
-    if (expect_record(records, count, MACHINE_RECORD_ID, MACHINE_RECORD_VERSION, where, errp) < 0) {
-        return -1;
-    }
-    const struct vmstate_record *r = vmstate_record_find(records, count, MACHINE_RECORD_ID);
-    struct byte_reader rd;
-    reader_init(&rd, r->data, r->len);
-    uint64_t ram_size = reader_u64(&rd);
-    uint32_t vcpus = reader_u32(&rd);
-    if (reader_finish(&rd, where, errp) < 0) {
-        return -1;
-    }
-    uint64_t my_ram;
-    machine_ram(m, &my_ram);
-    if (ram_size != my_ram) {
-        error_setg(errp, "%s was taken with %llu MiB of RAM, this VM has %llu MiB (-m)", where,
-                   (unsigned long long)(ram_size >> 20), (unsigned long long)(my_ram >> 20));
-        return -1;
-    }
-    if (vcpus != (uint32_t)machine_vcpu_count(m)) {
-        error_setg(errp, "%s was taken with %u vCPUs, this VM has %d (-smp)", where, vcpus,
-                   machine_vcpu_count(m));
-        return -1;
-    }
-    return 0;
-}
-
 /* Is `id` one of the records this VM produces? */
 static bool machine_has_record(struct machine *m, const char *id)
 {
-    if (!strcmp(id, MACHINE_RECORD_ID) || !strcmp(id, KVM_RECORD_ID)) {
+    if (!strcmp(id, KVM_RECORD_ID)) {
         return true;
     }
     for (int i = 0; i < machine_vcpu_count(m); i++) {
@@ -139,9 +97,6 @@ static bool machine_has_record(struct machine *m, const char *id)
 int devstate_check(struct machine *m, const struct vmstate_record *records, size_t count,
                    const char *where, struct error **errp)
 {
-    if (check_machine_record(m, records, count, where, errp) < 0) {
-        return -1;
-    }
     for (int i = 0; i < machine_vcpu_count(m); i++) {
         char id[32];
         cpu_record_id(id, sizeof(id), i);

@@ -1,7 +1,7 @@
 /*
  * The device-state section of a vmstate: one record per vCPU ("cpu/N"), one
- * for the VM-wide KVM state ("kvm"), one describing the machine
- * ("machine": RAM size and vCPU count) and one per device (its id).
+ * for the VM-wide KVM state ("kvm") and one per device (its id).  The RAM
+ * size and vCPU count are the header's (snapshot.c checks them).
  *
  * This is the one place that knows how the machine enumerates its state, so
  * loading can check the whole section against this VM (a missing, extra or
@@ -23,8 +23,9 @@ struct vmstate_record;
 int devstate_capture(struct machine *m, struct byte_buf *section, struct error **errp);
 
 /*
- * Check that `records` fit this machine: same RAM size and vCPU count, the
- * same set of devices, the same record versions.  `where` names the snapshot.
+ * Check that `records` fit this machine: a record for every vCPU and device,
+ * none for anything else, the same record versions.  `where` names the
+ * snapshot.
  */
 int devstate_check(struct machine *m, const struct vmstate_record *records, size_t count,
                    const char *where, struct error **errp);

@@ -575,6 +575,28 @@ static int find_vmstate_node(struct load_ctx *ctx, struct error **errp)
     return -1;
 }
 
+/*
+ * The header (covered by its CRC) is the one record of the machine's shape:
+ * RAM size, which also fixes where the device section lies, and vCPU count.
+ */
+static int check_machine_shape(struct load_ctx *ctx, struct error **errp)
+{
+    uint64_t ram_size;
+    machine_ram(ctx->m, &ram_size);
+    if (ctx->header.ram_size != ram_size) {
+        error_setg(errp, "%s was taken with %llu MiB of RAM, this VM has %llu MiB (-m)", ctx->where,
+                   (unsigned long long)(ctx->header.ram_size >> 20),
+                   (unsigned long long)(ram_size >> 20));
+        return -1;
+    }
+    if (ctx->header.vcpu_count != (uint32_t)machine_vcpu_count(ctx->m)) {
+        error_setg(errp, "%s was taken with %u vCPUs, this VM has %d (-smp)", ctx->where,
+                   ctx->header.vcpu_count, machine_vcpu_count(ctx->m));
+        return -1;
+    }
+    return 0;
+}
+
 /* Read and check header and device records: nothing is touched yet. */
 static int read_and_check_vmstate(struct load_ctx *ctx, struct error **errp)
 {
@@ -606,15 +628,9 @@ static int read_and_check_vmstate(struct load_ctx *ctx, struct error **errp)
                               &ctx->record_count, ctx->where, errp) < 0) {
         return -1;
     }
-    uint64_t ram_size;
-    machine_ram(ctx->m, &ram_size);
-    if (ctx->header.ram_size != ram_size) {
-        error_setg(errp, "%s was taken with %llu MiB of RAM, this VM has %llu MiB (-m)", ctx->where,
-                   (unsigned long long)(ctx->header.ram_size >> 20),
-                   (unsigned long long)(ram_size >> 20));
-        return -1;
-    }
-    return devstate_check(ctx->m, ctx->records, ctx->record_count, ctx->where, errp);
+    return check_machine_shape(ctx, errp) < 0
+                   ? -1
+                   : devstate_check(ctx->m, ctx->records, ctx->record_count, ctx->where, errp);
 }
 
 /*
