@@ -225,8 +225,8 @@ static int find_snapshot(struct qcow2_state *s, const char *name_or_id)
     return -1;
 }
 
-static struct qcow2_snapshot *lookup(struct qcow2_state *s, const char *name_or_id,
-                                     struct error **errp)
+struct qcow2_snapshot *qcow2_snapshot_lookup(struct qcow2_state *s, const char *name_or_id,
+                                             struct error **errp)
 {
     int i = find_snapshot(s, name_or_id);
     if (i < 0) {
@@ -236,8 +236,8 @@ static struct qcow2_snapshot *lookup(struct qcow2_state *s, const char *name_or_
     return &s->snaps[i];
 }
 
-static uint64_t *read_snapshot_l1(struct qcow2_state *s, const struct qcow2_snapshot *sn,
-                                  struct error **errp)
+uint64_t *qcow2_read_snapshot_l1(struct qcow2_state *s, const struct qcow2_snapshot *sn,
+                                 struct error **errp)
 {
     uint64_t *l1 = calloc(sn->l1_size ? sn->l1_size : 1, sizeof(uint64_t));
     if (!l1) {
@@ -372,7 +372,7 @@ static int write_l1_copy(struct qcow2_state *s, uint64_t *off, struct error **er
     return rc;
 }
 
-static uint32_t guest_l1_entries(const struct qcow2_state *s, uint32_t l1_size)
+uint32_t qcow2_guest_l1_entries(const struct qcow2_state *s, uint32_t l1_size)
 {
     return s->l1_vm_state_index < l1_size ? s->l1_vm_state_index : l1_size;
 }
@@ -453,7 +453,7 @@ int qcow2_snapshot_create(struct block_node *node, struct block_snapshot_info *i
         return -1;
     }
     uint64_t l1_off;
-    uint32_t nguest = guest_l1_entries(s, s->l1_size);
+    uint32_t nguest = qcow2_guest_l1_entries(s, s->l1_size);
     uint64_t l1_clusters = qcow2_clusters(s, (uint64_t)s->l1_size * 8);
     if (write_l1_copy(s, &l1_off, errp) < 0) {
         return -1;
@@ -491,7 +491,7 @@ int qcow2_snapshot_create(struct block_node *node, struct block_snapshot_info *i
 int qcow2_snapshot_goto(struct block_node *node, const char *name_or_id, struct error **errp)
 {
     struct qcow2_state *s = node->opaque;
-    struct qcow2_snapshot *sn = lookup(s, name_or_id, errp);
+    struct qcow2_snapshot *sn = qcow2_snapshot_lookup(s, name_or_id, errp);
     if (!sn || qcow2_flush_deferred(s, errp) < 0) {
         return -1;
     }
@@ -500,11 +500,11 @@ int qcow2_snapshot_goto(struct block_node *node, const char *name_or_id, struct 
                    (unsigned long long)sn->disk_size, (unsigned long long)s->size);
         return -1;
     }
-    uint64_t *snl1 = read_snapshot_l1(s, sn, errp);
+    uint64_t *snl1 = qcow2_read_snapshot_l1(s, sn, errp);
     if (!snl1) {
         return -1;
     }
-    uint32_t size = s->l1_size, nguest = guest_l1_entries(s, sn->l1_size);
+    uint32_t size = s->l1_size, nguest = qcow2_guest_l1_entries(s, sn->l1_size);
     uint64_t bytes = qcow2_align_up(s, (uint64_t)size * 8);
     uint64_t *nl1 = calloc(bytes / 8 ? bytes / 8 : 1, sizeof(uint64_t));
     if (!nl1) {
@@ -568,12 +568,12 @@ int qcow2_snapshot_goto(struct block_node *node, const char *name_or_id, struct 
 int qcow2_snapshot_delete(struct block_node *node, const char *name_or_id, struct error **errp)
 {
     struct qcow2_state *s = node->opaque;
-    struct qcow2_snapshot *sn = lookup(s, name_or_id, errp);
+    struct qcow2_snapshot *sn = qcow2_snapshot_lookup(s, name_or_id, errp);
     if (!sn || qcow2_flush_deferred(s, errp) < 0) {
         return -1;
     }
     uint32_t idx = (uint32_t)(sn - s->snaps);
-    uint64_t *snl1 = read_snapshot_l1(s, sn, errp);
+    uint64_t *snl1 = qcow2_read_snapshot_l1(s, sn, errp);
     if (!snl1) {
         return -1;
     }
@@ -602,179 +602,6 @@ int qcow2_snapshot_delete(struct block_node *node, const char *name_or_id, struc
     free_snapshot_fields(&gone);
     if (rc == 0) {
         rc = qcow2_fix_copied(s, errp);
-    }
-    return rc;
-}
-
-/* ---- vmstate ---- */
-
-static int check_vmstate_range(struct qcow2_state *s, uint64_t pos, uint64_t len,
-                               struct error **errp)
-{
-    uint64_t base = qcow2_vmstate_offset(s, s->size);
-    uint64_t max = ((uint64_t)QCOW2_MAX_L1_BYTES / 8) << (s->cluster_bits + s->l2_bits);
-    if (pos > max || len > max - pos || base > max - pos - len) {
-        error_setg(errp, "node '%s': vmstate range %llu+%llu is too large for this image",
-                   s->node->name, (unsigned long long)pos, (unsigned long long)len);
-        return -1;
-    }
-    return 0;
-}
-
-int qcow2_vmstate_write(struct block_node *node, uint64_t pos, const void *buf, size_t len,
-                        struct error **errp)
-{
-    struct qcow2_state *s = node->opaque;
-    if (check_vmstate_range(s, pos, len, errp) < 0) {
-        return -1;
-    }
-    return qcow2_write_active(s, qcow2_vmstate_offset(s, s->size) + pos, buf, len, errp);
-}
-
-int qcow2_vmstate_read(struct block_node *node, uint64_t pos, void *buf, size_t len,
-                       struct error **errp)
-{
-    struct qcow2_state *s = node->opaque;
-    if (check_vmstate_range(s, pos, len, errp) < 0) {
-        return -1;
-    }
-    return qcow2_read_l1(s, s->l1, s->l1_size, qcow2_vmstate_offset(s, s->size) + pos, buf, len,
-                         false, errp);
-}
-
-/* Drop the active vmstate: unlink it from the L1 (flush), then free it. */
-int qcow2_vmstate_discard(struct block_node *node, struct error **errp)
-{
-    struct qcow2_state *s = node->opaque;
-    if (qcow2_flush_deferred(s, errp) < 0) {
-        return -1;
-    }
-    uint32_t from = guest_l1_entries(s, s->l1_size);
-    bool any = false;
-    uint64_t *saved = calloc(s->l1_size ? s->l1_size : 1, sizeof(uint64_t));
-    if (!saved) {
-        abort();
-    }
-    for (uint32_t i = from; i < s->l1_size; i++) {
-        saved[i] = s->l1[i] & L1E_OFFSET_MASK;
-        any |= saved[i] != 0;
-        s->l1[i] = 0;
-    }
-    int rc = 0;
-    if (any) {
-        rc = qcow2_write_table(s, s->l1_offset, s->l1, s->l1_size, (uint64_t)s->l1_size * 8, errp);
-        if (rc == 0) {
-            rc = qcow2_barrier(s, errp);
-        }
-        if (rc < 0) {
-            for (uint32_t i = from; i < s->l1_size; i++) {
-                s->l1[i] = saved[i] ? saved[i] | QCOW_OFLAG_COPIED : 0;
-            }
-        } else {
-            rc = qcow2_update_l1_refcounts(s, saved, from, s->l1_size, -1, errp);
-        }
-    }
-    free(saved);
-    return rc;
-}
-
-static struct qcow2_snapshot *vmstate_snapshot(struct qcow2_state *s, const char *name_or_id,
-                                               uint64_t pos, uint64_t len, struct error **errp)
-{
-    struct qcow2_snapshot *sn = lookup(s, name_or_id, errp);
-    if (sn && (pos > sn->vm_state_size || len > sn->vm_state_size - pos)) {
-        error_setg(errp,
-                   "node '%s': range %llu+%llu is beyond the vmstate of snapshot '%s' (%llu "
-                   "bytes)",
-                   s->node->name, (unsigned long long)pos, (unsigned long long)len, sn->name,
-                   (unsigned long long)sn->vm_state_size);
-        return NULL;
-    }
-    return sn;
-}
-
-int qcow2_snapshot_vmstate_read(struct block_node *node, const char *name_or_id, uint64_t pos,
-                                void *buf, size_t len, struct error **errp)
-{
-    struct qcow2_state *s = node->opaque;
-    struct qcow2_snapshot *sn = vmstate_snapshot(s, name_or_id, pos, len, errp);
-    if (!sn) {
-        return -1;
-    }
-    uint64_t *l1 = read_snapshot_l1(s, sn, errp);
-    if (!l1) {
-        return -1;
-    }
-    int rc = qcow2_read_l1(s, l1, sn->l1_size, qcow2_vmstate_offset(s, sn->disk_size) + pos, buf,
-                           len, false, errp);
-    free(l1);
-    return rc;
-}
-
-static void add_extent(struct block_extent **ext, size_t *n, size_t *cap, uint64_t pos,
-                       uint64_t len, enum block_extent_kind kind, uint64_t host)
-{
-    if (*n > 0) {
-        struct block_extent *last = &(*ext)[*n - 1];
-        if (last->kind == kind && last->pos + last->len == pos &&
-            (kind != BLOCK_EXTENT_DATA || last->host_offset + last->len == host)) {
-            last->len += len;
-            return;
-        }
-    }
-    if (*n == *cap) {
-        *cap = *cap ? *cap * 2 : 16;
-        *ext = realloc(*ext, *cap * sizeof(**ext));
-        if (!*ext) {
-            abort();
-        }
-    }
-    (*ext)[(*n)++] =
-            (struct block_extent){.pos = pos, .len = len, .host_offset = host, .kind = kind};
-}
-
-int qcow2_snapshot_vmstate_map(struct block_node *node, const char *name_or_id, uint64_t pos,
-                               uint64_t len, struct block_extent **extents, size_t *count,
-                               struct error **errp)
-{
-    struct qcow2_state *s = node->opaque;
-    struct qcow2_snapshot *sn = vmstate_snapshot(s, name_or_id, pos, len, errp);
-    if (!sn) {
-        return -1;
-    }
-    uint64_t *l1 = read_snapshot_l1(s, sn, errp);
-    if (!l1) {
-        return -1;
-    }
-    uint64_t base = qcow2_vmstate_offset(s, sn->disk_size);
-    size_t cap = 0;
-    int rc = 0;
-    while (len > 0) {
-        uint64_t voff = base + pos, in = voff & (s->cluster_size - 1);
-        uint64_t n = s->cluster_size - in < len ? s->cluster_size - in : len;
-        uint64_t e;
-        if ((rc = qcow2_get_entry(s, l1, sn->l1_size, voff, &e, errp)) < 0) {
-            break;
-        }
-        switch (qcow2_entry_type(s, e)) {
-        case QCOW2_CLUSTER_NORMAL:
-            add_extent(extents, count, &cap, pos, n, BLOCK_EXTENT_DATA, (e & L2E_OFFSET_MASK) + in);
-            break;
-        case QCOW2_CLUSTER_COMPRESSED:
-            add_extent(extents, count, &cap, pos, n, BLOCK_EXTENT_UNMAPPABLE, 0);
-            break;
-        default:
-            add_extent(extents, count, &cap, pos, n, BLOCK_EXTENT_ZERO, 0);
-            break;
-        }
-        pos += n;
-        len -= n;
-    }
-    free(l1);
-    if (rc < 0) {
-        free(*extents);
-        *extents = NULL;
-        *count = 0;
     }
     return rc;
 }

@@ -300,6 +300,16 @@ int qcow2_snapshot_create(struct block_node *node, struct block_snapshot_info *i
                           struct error **errp);
 int qcow2_snapshot_goto(struct block_node *node, const char *name_or_id, struct error **errp);
 int qcow2_snapshot_delete(struct block_node *node, const char *name_or_id, struct error **errp);
+/* Find a snapshot by name, then by id; NULL (error set) if none. */
+struct qcow2_snapshot *qcow2_snapshot_lookup(struct qcow2_state *s, const char *name_or_id,
+                                             struct error **errp);
+/* A snapshot's L1 table, offsets only (flags masked), each checked to lie in the file. */
+uint64_t *qcow2_read_snapshot_l1(struct qcow2_state *s, const struct qcow2_snapshot *sn,
+                                 struct error **errp);
+/* How many of an L1's first l1_size entries describe guest clusters (not the vmstate area). */
+uint32_t qcow2_guest_l1_entries(const struct qcow2_state *s, uint32_t l1_size);
+
+/* qcow2-vmstate.c */
 int qcow2_vmstate_write(struct block_node *node, uint64_t pos, const void *buf, size_t len,
                         struct error **errp);
 int qcow2_vmstate_read(struct block_node *node, uint64_t pos, void *buf, size_t len,

@@ -1,0 +1,176 @@
+/*
+ * Whole-VM load: find and check the vmstate (header, CRCs, every device
+ * record) before anything is touched, then with the guest paused revert
+ * the disks, restore RAM and apply the device and vCPU state.
+ */
+#include "snapshot/snapshot.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "block/block.h"
+#include "snapshot/devstate.h"
+#include "snapshot/ram.h"
+#include "snapshot/restore.h"
+#include "snapshot/snapshot-int.h"
+
+int require_tag_everywhere(const struct snapshot_targets *t, const char *tag, struct error **errp)
+{
+    for (size_t i = 0; i < t->count; i++) {
+        struct block_snapshot_info info;
+        if (block_snapshot_find(t->nodes[i], tag, &info) < 0) {
+            error_setg(errp, "Snapshot '%s' does not exist on node '%s'%s", tag,
+                       block_node_name(t->nodes[i]),
+                       t->count > 1 ? " (it must exist on every node of the snapshot)" : "");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Which node holds the vmstate: the one named by `vmstate`, else the node
+ * whose snapshot of this tag carries a vmstate.
+ */
+int find_vmstate_node(struct load_ctx *ctx, struct error **errp)
+{
+    const char *tag = ctx->req->tag;
+    for (size_t i = 0; i < ctx->targets.count; i++) {
+        struct block_node *n = ctx->targets.nodes[i];
+        if (ctx->req->vmstate && strcmp(block_node_name(n), ctx->req->vmstate) != 0) {
+            continue;
+        }
+        struct block_snapshot_info info;
+        if (block_snapshot_find(n, tag, &info) == 0 && info.vm_state_size > 0) {
+            ctx->vmstate = n;
+            ctx->vm_info = info;
+            return 0;
+        }
+    }
+    if (ctx->req->vmstate) {
+        error_setg(errp,
+                   "Snapshot '%s' on node '%s' has no vmstate (a disk-only snapshot, such "
+                   "as one made by 'qemu-img snapshot -c'): it cannot be loaded into a VM",
+                   tag, ctx->req->vmstate);
+    } else {
+        error_setg(errp,
+                   "Snapshot '%s' has no vmstate on any node (a disk-only snapshot, such "
+                   "as one made by 'qemu-img snapshot -c'): it cannot be loaded into a VM",
+                   tag);
+    }
+    return -1;
+}
+
+/*
+ * The header (covered by its CRC) is the one record of the machine's shape:
+ * RAM size, which also fixes where the device section lies, and vCPU count.
+ */
+static int check_machine_shape(struct load_ctx *ctx, struct error **errp)
+{
+    uint64_t ram_size;
+    machine_ram(ctx->m, &ram_size);
+    if (ctx->header.ram_size != ram_size) {
+        error_setg(errp, "%s was taken with %llu MiB of RAM, this VM has %llu MiB (-m)", ctx->where,
+                   (unsigned long long)(ctx->header.ram_size >> 20),
+                   (unsigned long long)(ram_size >> 20));
+        return -1;
+    }
+    if (ctx->header.vcpu_count != (uint32_t)machine_vcpu_count(ctx->m)) {
+        error_setg(errp, "%s was taken with %u vCPUs, this VM has %d (-smp)", ctx->where,
+                   ctx->header.vcpu_count, machine_vcpu_count(ctx->m));
+        return -1;
+    }
+    return 0;
+}
+
+/* Read and check header and device records: nothing is touched yet. */
+int read_and_check_vmstate(struct load_ctx *ctx, struct error **errp)
+{
+    const char *tag = ctx->req->tag;
+    snprintf(ctx->where, sizeof(ctx->where), "snapshot '%s' on node '%s'", tag,
+             block_node_name(ctx->vmstate));
+    uint8_t hdr[VMSTATE_HEADER_SIZE] = {0};
+    uint64_t hdr_len =
+            ctx->vm_info.vm_state_size < sizeof(hdr) ? ctx->vm_info.vm_state_size : sizeof(hdr);
+    if (block_snapshot_vmstate_read(ctx->vmstate, tag, 0, hdr, hdr_len, errp) < 0 ||
+        vmstate_header_decode(hdr, hdr_len, ctx->vm_info.vm_state_size, &ctx->header, ctx->where,
+                              errp) < 0) {
+        return -1;
+    }
+    ctx->devices = malloc(ctx->header.devices_size ? ctx->header.devices_size : 1);
+    if (!ctx->devices) {
+        error_setg(errp, "%s: out of memory for the device state", ctx->where);
+        return -1;
+    }
+    if (block_snapshot_vmstate_read(ctx->vmstate, tag, ctx->header.devices_offset, ctx->devices,
+                                    ctx->header.devices_size, errp) < 0) {
+        return -1;
+    }
+    if (vmstate_crc32(ctx->devices, ctx->header.devices_size) != ctx->header.devices_crc) {
+        error_setg(errp, "%s: device state checksum mismatch (the vmstate is corrupt)", ctx->where);
+        return -1;
+    }
+    if (vmstate_records_parse(ctx->devices, ctx->header.devices_size, &ctx->records,
+                              &ctx->record_count, ctx->where, errp) < 0) {
+        return -1;
+    }
+    return check_machine_shape(ctx, errp) < 0
+                   ? -1
+                   : devstate_check(ctx->m, ctx->records, ctx->record_count, ctx->where, errp);
+}
+
+/*
+ * The destructive part, with the guest paused.  Disks first: a goto that
+ * fails on the first node has changed nothing.  Then RAM, then the devices
+ * and vCPUs, whose records were fully checked beforehand.
+ */
+static int apply_snapshot(struct load_ctx *ctx, const struct snapshot_progress *progress,
+                          struct error **errp)
+{
+    const char *tag = ctx->req->tag;
+    for (size_t i = 0; i < ctx->targets.count; i++) {
+        if (block_snapshot_goto(ctx->targets.nodes[i], tag, errp) < 0) {
+            error_prepend(errp, "reverting node '%s' to snapshot '%s'%s",
+                          block_node_name(ctx->targets.nodes[i]), tag,
+                          i ? " (earlier nodes were already reverted)" : "");
+            return -1;
+        }
+    }
+    uint64_t ram_size;
+    machine_ram(ctx->m, &ram_size);
+    progress_total(progress, ram_size);
+    if (restore_ram(ctx->m, ctx->vmstate, tag, ctx->vm_info.id, ctx->header.ram_offset, errp) < 0) {
+        return -1;
+    }
+    progress_advance(progress, ram_size);
+    return devstate_apply(ctx->m, ctx->records, ctx->record_count, errp);
+}
+
+int vm_snapshot_load(struct machine *m, const struct snapshot_request *req,
+                     const struct snapshot_progress *progress, json_t **result, struct error **errp)
+{
+    struct load_ctx ctx = {.m = m, .req = req};
+    int rc = -1;
+    if (check_tag(req->tag, errp) < 0 ||
+        snapshot_select(machine_block_graph(m), req->api, &req->nodes, req->vmstate,
+                        req->vmstate != NULL, &ctx.targets, errp) < 0 ||
+        require_tag_everywhere(&ctx.targets, req->tag, errp) < 0 ||
+        find_vmstate_node(&ctx, errp) < 0 || read_and_check_vmstate(&ctx, errp) < 0) {
+        goto out;
+    }
+    struct pause_scope ps;
+    if (pause_begin(&ps, m, RUN_STATE_RESTORE_VM, errp) < 0) {
+        goto out;
+    }
+    rc = apply_snapshot(&ctx, progress, errp);
+    pause_end(&ps);
+    if (rc == 0) {
+        *result = json_pack("{s:s, s:s, s:o}", "tag", req->tag, "vmstate",
+                            block_node_name(ctx.vmstate), "devices", node_names(&ctx.targets));
+    }
+out:
+    free(ctx.records);
+    free(ctx.devices);
+    return rc;
+}

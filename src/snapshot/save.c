@@ -1,0 +1,409 @@
+/*
+ * Whole-VM save: the live pre-copy of RAM into the vmstate area, the final
+ * pass under a pause of milliseconds (last dirty pages, device and vCPU
+ * state, header), and the block snapshots on every node of the set.
+ */
+#include "snapshot/snapshot.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "block/block.h"
+#include "snapshot/devstate.h"
+#include "snapshot/ram.h"
+#include "snapshot/snapshot-int.h"
+#include "util/buf.h"
+#include "util/log.h"
+
+static int check_tag_free(const struct snapshot_targets *t, const char *tag, bool replace,
+                          struct error **errp)
+{
+    if (replace) {
+        return 0;
+    }
+    for (size_t i = 0; i < t->count; i++) {
+        struct block_snapshot_info info;
+        if (block_snapshot_find(t->nodes[i], tag, &info) == 0) {
+            error_setg(errp,
+                       "Snapshot '%s' already exists on node '%s'; delete it first or choose "
+                       "another tag",
+                       tag, block_node_name(t->nodes[i]));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Live save: dirty-log pre-copy, with dirtied pages rewritten in place.
+ *
+ * Why pre-copy rather than userfaultfd write-protect copy-on-write: the
+ * vmstate's fixed RAM layout makes a rewrite an overwrite of the same
+ * clusters (no extra space, no reordering), KVM's dirty log also covers
+ * RAM backed by a shared -mem-path file or mapped from an image (where
+ * write-protect faults are not available for every backing), and the
+ * writer never sits in the guest's fault path.  The cost is a final pass
+ * under pause; it is bounded by stopping the pre-copy once the dirty set
+ * is small, and the bulk of the data is made durable (block_flush) before
+ * the pause, so the flushes inside it only cover metadata and the last
+ * pages.
+ *
+ * Point-in-time consistency: every page is written at least once, and
+ * every write to a page after it was written -- by a vCPU (KVM's dirty log)
+ * or by a device model (the machine's own dirty map) -- marks it dirty.
+ * The final pass, with every vCPU paused, rewrites all pages still marked,
+ * so the RAM section equals guest RAM at the instant of the pause, which
+ * is also the instant of the device, vCPU and disk state.
+ */
+#define PRECOPY_MAX_PASSES  16
+#define PRECOPY_FINAL_PAGES 256 /* 1 MiB: few enough to write under pause */
+
+struct save_ctx {
+    struct machine *m;
+    const struct snapshot_request *req;
+    const struct snapshot_progress *progress;
+    struct snapshot_targets targets;
+    struct byte_buf devices;
+    struct vmstate_header header;
+    uint8_t *ram;
+    uint64_t ram_size;
+    struct ram_saver saver;
+    uint64_t *dirty; /* pages written since they were last stored */
+    size_t dirty_words;
+    uint64_t progress_total;
+    uint64_t bytes_written;
+};
+
+static void ram_progress(void *opaque, uint64_t bytes)
+{
+    struct save_ctx *ctx = opaque;
+    progress_advance(ctx->progress, bytes);
+}
+
+static bool ram_cancelled(void *opaque)
+{
+    struct save_ctx *ctx = opaque;
+    return ctx->progress && ctx->progress->cancelled &&
+           ctx->progress->cancelled(ctx->progress->opaque);
+}
+
+static uint64_t count_dirty(const struct save_ctx *ctx)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < ctx->dirty_words; i++) {
+        n += (uint64_t)__builtin_popcountll(ctx->dirty[i]);
+    }
+    return n;
+}
+
+static bool page_dirty(const struct save_ctx *ctx, uint64_t page)
+{
+    return ctx->dirty[page / 64] >> (page % 64) & 1;
+}
+
+/* Rewrite every page marked dirty, in runs, and clear the marks. */
+static int rewrite_dirty(struct save_ctx *ctx, uint64_t dirty_pages, struct error **errp)
+{
+    uint64_t pages = ctx->ram_size / VMSTATE_PAGE_SIZE;
+    ctx->progress_total += dirty_pages * VMSTATE_PAGE_SIZE;
+    progress_total(ctx->progress, ctx->progress_total);
+    uint64_t i = 0;
+    while (i < pages) {
+        if (ctx->dirty[i / 64] == 0) {
+            i = (i / 64 + 1) * 64; /* a clean word: skip its 64 pages */
+            continue;
+        }
+        if (!page_dirty(ctx, i)) {
+            i++;
+            continue;
+        }
+        uint64_t start = i;
+        while (i < pages && page_dirty(ctx, i)) {
+            i++;
+        }
+        if (ram_save_pages(&ctx->saver, start, i - start, errp) < 0) {
+            return -1;
+        }
+    }
+    memset(ctx->dirty, 0, ctx->dirty_words * sizeof(uint64_t));
+    return 0;
+}
+
+static int sync_dirty(struct save_ctx *ctx, struct error **errp)
+{
+    return machine_dirty_log_sync(ctx->m, ctx->dirty, errp);
+}
+
+static int flush_vmstate(struct save_ctx *ctx, struct error **errp)
+{
+    if (block_flush(ctx->targets.vmstate, errp) < 0) {
+        error_prepend(errp, "flushing the vmstate on node '%s'",
+                      block_node_name(ctx->targets.vmstate));
+        return -1;
+    }
+    return 0;
+}
+
+/* Rewrite what the guest dirtied until what is left is small. */
+static int converge(struct save_ctx *ctx, struct error **errp)
+{
+    for (int pass = 0; pass < PRECOPY_MAX_PASSES; pass++) {
+        if (sync_dirty(ctx, errp) < 0) {
+            return -1;
+        }
+        uint64_t dirty = count_dirty(ctx);
+        log_debug("live save: pass %d, %llu dirty pages", pass, (unsigned long long)dirty);
+        if (dirty <= PRECOPY_FINAL_PAGES) {
+            return 0; /* left marked for the final pass */
+        }
+        if (rewrite_dirty(ctx, dirty, errp) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Room reserved for the device section: far more than a machine needs. */
+static uint64_t device_section_reserve(struct save_ctx *ctx)
+{
+    return (64u << 10) + (uint64_t)machine_vcpu_count(ctx->m) * (32u << 10);
+}
+
+/*
+ * Allocate the clusters of the header and of the device section while the
+ * guest runs: under the pause they are then overwritten, not allocated (an
+ * allocation costs the image a metadata flush).
+ */
+static int reserve_metadata(struct save_ctx *ctx, struct error **errp)
+{
+    uint64_t len = device_section_reserve(ctx);
+    void *zeros = calloc(1, len);
+    if (!zeros) {
+        error_setg(errp, "out of memory for the device section");
+        return -1;
+    }
+    int rc = block_vmstate_write(ctx->targets.vmstate, vmstate_devices_offset(ctx->ram_size), zeros,
+                                 len, errp);
+    if (rc == 0) {
+        rc = block_vmstate_write(ctx->targets.vmstate, 0, zeros, VMSTATE_HEADER_SIZE, errp);
+    }
+    free(zeros);
+    return rc;
+}
+
+/*
+ * Everything that happens while the guest runs: the first full pass, then
+ * rounds of "flush what was written, rewrite what the guest dirtied
+ * meanwhile" until a round rewrites little.  What is left for the pause is
+ * then a few pages, and the flushes under the pause (the block snapshot's
+ * metadata updates flush the image) find almost no data to write.
+ */
+#define PRECOPY_MAX_ROUNDS   10
+#define PRECOPY_UNFLUSHED_OK (8u << 20)
+
+static int precopy(struct save_ctx *ctx, struct error **errp)
+{
+    ctx->progress_total = ctx->ram_size;
+    progress_total(ctx->progress, ctx->progress_total);
+    if (reserve_metadata(ctx, errp) < 0 ||
+        ram_save_pages(&ctx->saver, 0, ctx->ram_size / VMSTATE_PAGE_SIZE, errp) < 0) {
+        return -1;
+    }
+    log_debug("live save: first pass written (%llu bytes)",
+              (unsigned long long)ctx->saver.bytes_written);
+    for (int round = 0; round < PRECOPY_MAX_ROUNDS; round++) {
+        uint64_t before = ctx->saver.bytes_written;
+        if (flush_vmstate(ctx, errp) < 0) {
+            return -1;
+        }
+        log_debug("live save: flushed");
+        if (converge(ctx, errp) < 0) {
+            return -1;
+        }
+        if (ctx->saver.bytes_written - before <= PRECOPY_UNFLUSHED_OK) {
+            break;
+        }
+    }
+    return 0;
+}
+
+/* The device section and the header, written last. */
+static int write_devices_and_header(struct save_ctx *ctx, struct error **errp)
+{
+    struct block_node *node = ctx->targets.vmstate;
+    struct vmstate_header *h = &ctx->header;
+    h->page_size = VMSTATE_PAGE_SIZE;
+    h->ram_size = ctx->ram_size;
+    h->vcpu_count = (uint32_t)machine_vcpu_count(ctx->m);
+    h->vm_clock_ns = machine_vm_clock_ns(ctx->m);
+    h->ram_offset = VMSTATE_RAM_OFFSET;
+    h->devices_offset = vmstate_devices_offset(ctx->ram_size);
+    h->devices_size = ctx->devices.len;
+    h->devices_crc = vmstate_crc32(ctx->devices.data, ctx->devices.len);
+    h->ram_pages_written = ctx->saver.pages_stored;
+    uint8_t hdr[VMSTATE_HEADER_SIZE];
+    vmstate_header_encode(h, hdr);
+    if (block_vmstate_write(node, h->devices_offset, ctx->devices.data, ctx->devices.len, errp) <
+                0 ||
+        block_vmstate_write(node, 0, hdr, sizeof(hdr), errp) < 0) {
+        error_prepend(errp, "writing the vmstate to node '%s'", block_node_name(node));
+        return -1;
+    }
+    ctx->bytes_written = ctx->saver.bytes_written + sizeof(hdr) + ctx->devices.len;
+    return 0;
+}
+
+static void fill_info(struct block_snapshot_info *info, const char *tag, uint64_t vm_state_size,
+                      uint64_t vm_clock_ns)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    memset(info, 0, sizeof(*info));
+    snprintf(info->name, sizeof(info->name), "%s", tag);
+    info->vm_state_size = vm_state_size;
+    info->date_sec = (uint64_t)now.tv_sec;
+    info->date_nsec = (uint32_t)now.tv_nsec;
+    info->vm_clock_nsec = vm_clock_ns;
+}
+
+/*
+ * Create the block snapshots on every node.  If node k fails, the
+ * snapshots already made on nodes 0..k-1 are deleted again, so a failed
+ * save leaves no partial snapshot behind.
+ */
+static int create_block_snapshots(struct save_ctx *ctx, struct error **errp)
+{
+    struct snapshot_targets *t = &ctx->targets;
+    char new_ids[SNAPSHOT_MAX_NODES][128];
+    struct block_snapshot_info info;
+    for (size_t i = 0; i < t->count; i++) {
+        bool is_vmstate = t->nodes[i] == t->vmstate;
+        fill_info(&info, ctx->req->tag, is_vmstate ? vmstate_total_size(&ctx->header) : 0,
+                  ctx->header.vm_clock_ns);
+        if (block_snapshot_create(t->nodes[i], &info, errp) == 0) {
+            snprintf(new_ids[i], sizeof(new_ids[i]), "%s", info.id);
+            continue;
+        }
+        error_prepend(errp, "creating snapshot '%s' on node '%s'", ctx->req->tag,
+                      block_node_name(t->nodes[i]));
+        for (size_t j = 0; j < i; j++) {
+            delete_by_id(ctx->m, t->nodes[j], new_ids[j], NULL);
+        }
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * Replacing a tag (HMP savevm): qcow2 tags are unique per image, so the old
+ * snapshot goes before the new one is created -- but only once the new
+ * vmstate is completely written, so that the window in which neither
+ * exists is as short as a metadata update.
+ */
+static int delete_replaced(struct save_ctx *ctx, struct error **errp)
+{
+    struct snapshot_targets *t = &ctx->targets;
+    for (size_t i = 0; i < t->count; i++) {
+        struct block_snapshot_info old;
+        if (block_snapshot_find(t->nodes[i], ctx->req->tag, &old) == 0 &&
+            delete_by_id(ctx->m, t->nodes[i], old.id, errp) < 0) {
+            error_prepend(errp, "replacing snapshot '%s' on node '%s'", ctx->req->tag,
+                          block_node_name(t->nodes[i]));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Everything that happens with the guest paused: one instant for all state. */
+static int final_pass(struct save_ctx *ctx, json_t **result, struct error **errp)
+{
+    struct snapshot_targets *t = &ctx->targets;
+    if (sync_dirty(ctx, errp) < 0) {
+        return -1;
+    }
+    uint64_t dirty = count_dirty(ctx);
+    log_debug("live save: %llu pages left for the final pass", (unsigned long long)dirty);
+    if (rewrite_dirty(ctx, dirty, errp) < 0) {
+        return -1;
+    }
+    log_debug("live save: final pages written");
+    if (devstate_capture(ctx->m, &ctx->devices, errp) < 0) {
+        return -1;
+    }
+    log_debug("live save: device state captured");
+    if (write_devices_and_header(ctx, errp) < 0) {
+        return -1;
+    }
+    log_debug("live save: device state written");
+    if ((ctx->req->replace && delete_replaced(ctx, errp) < 0) ||
+        create_block_snapshots(ctx, errp) < 0) {
+        return -1;
+    }
+    log_debug("live save: block snapshots created");
+    *result = json_pack("{s:s, s:s, s:o, s:b, s:I, s:I}", "tag", ctx->req->tag, "vmstate",
+                        block_node_name(t->vmstate), "devices", node_names(t), "vmstate-defaulted",
+                        t->vmstate_defaulted, "vm-state-size",
+                        (json_int_t)vmstate_total_size(&ctx->header), "bytes-written",
+                        (json_int_t)ctx->bytes_written);
+    return 0;
+}
+
+static int save_ctx_init(struct save_ctx *ctx, struct error **errp)
+{
+    ctx->ram = machine_ram(ctx->m, &ctx->ram_size);
+    buf_init(&ctx->devices);
+    ctx->dirty_words = machine_dirty_bitmap_words(ctx->m);
+    ctx->dirty = calloc(ctx->dirty_words, sizeof(uint64_t));
+    if (!ctx->dirty || ram_saver_init(&ctx->saver, ctx->targets.vmstate, VMSTATE_RAM_OFFSET,
+                                      ctx->ram, ctx->ram_size, errp) < 0) {
+        free(ctx->dirty);
+        error_setg(errp, "out of memory for the dirty-page map");
+        return -1;
+    }
+    ctx->saver.progress = ram_progress;
+    ctx->saver.cancelled = ram_cancelled;
+    ctx->saver.opaque = ctx;
+    return 0;
+}
+
+static void save_ctx_destroy(struct save_ctx *ctx)
+{
+    ram_saver_destroy(&ctx->saver);
+    free(ctx->dirty);
+    buf_free(&ctx->devices);
+}
+
+int vm_snapshot_save(struct machine *m, const struct snapshot_request *req,
+                     const struct snapshot_progress *progress, json_t **result, struct error **errp)
+{
+    struct save_ctx ctx = {.m = m, .req = req, .progress = progress};
+    if (check_tag(req->tag, errp) < 0 ||
+        snapshot_select(machine_block_graph(m), req->api, &req->nodes, req->vmstate, true,
+                        &ctx.targets, errp) < 0 ||
+        check_tag_free(&ctx.targets, req->tag, req->replace, errp) < 0 ||
+        save_ctx_init(&ctx, errp) < 0) {
+        return -1;
+    }
+    int rc = -1;
+    if (machine_dirty_log_start(m, errp) < 0) {
+        goto out;
+    }
+    if (precopy(&ctx, errp) == 0) {
+        struct pause_scope ps;
+        if (pause_begin(&ps, m, RUN_STATE_SAVE_VM, errp) == 0) {
+            rc = final_pass(&ctx, result, errp);
+            pause_end(&ps);
+        }
+    }
+    machine_dirty_log_stop(m);
+out:
+    if (rc < 0) {
+        /* Nothing of a failed save stays behind: the vmstate area is freed. */
+        block_vmstate_discard(ctx.targets.vmstate, NULL);
+    }
+    save_ctx_destroy(&ctx);
+    return rc;
+}
