@@ -18,8 +18,12 @@
  * OFD locks do not tell who holds them (l_pid is -1), so on a conflict we
  * look for the holder in /proc (processes with the same file open) to name
  * it in the error: "qemu-system-x86 (pid 1234)".
+ *
+ * Every host I/O below first asks the fault-injection hook (fault.h) whether
+ * to fail instead; the hook is a no-op unless a test turned it on.
  */
 #include "block/block-int.h"
+#include "block/fault.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -281,7 +285,11 @@ static uint64_t file_length(struct block_node *node)
 int file_node_truncate(struct block_node *node, uint64_t size, struct error **errp)
 {
     struct file_state *s = node->opaque;
-    if (ftruncate(s->fd, (off_t)size) < 0) {
+    int ferr = fault_io(FAULT_TRUNCATE, node->filename, size, 0);
+    if (ferr) {
+        errno = ferr;
+    }
+    if (ferr || ftruncate(s->fd, (off_t)size) < 0) {
         error_setg_errno(errp, errno, "could not resize '%s'", node->filename);
         return -1;
     }
@@ -295,7 +303,11 @@ static int file_pread(struct block_node *node, uint64_t off, void *buf, size_t l
     struct file_state *s = node->opaque;
     uint8_t *p = buf;
     while (len > 0) {
-        ssize_t n = pread(s->fd, p, len, (off_t)off);
+        int ferr = fault_io(FAULT_READ, node->filename, off, len);
+        if (ferr) {
+            errno = ferr;
+        }
+        ssize_t n = ferr ? -1 : pread(s->fd, p, len, (off_t)off);
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
@@ -325,7 +337,11 @@ static int file_pwrite(struct block_node *node, uint64_t off, const void *buf, s
         return -1;
     }
     while (len > 0) {
-        ssize_t n = pwrite(s->fd, p, len, (off_t)off);
+        int ferr = fault_io(FAULT_WRITE, node->filename, off, len);
+        if (ferr) {
+            errno = ferr;
+        }
+        ssize_t n = ferr ? -1 : pwrite(s->fd, p, len, (off_t)off);
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
@@ -347,7 +363,11 @@ static int file_flush(struct block_node *node, struct error **errp)
     if (node->no_flush || node->read_only) {
         return 0;
     }
-    if (fdatasync(s->fd) < 0) {
+    int ferr = fault_io(FAULT_FLUSH, node->filename, 0, 0);
+    if (ferr) {
+        errno = ferr;
+    }
+    if (ferr || fdatasync(s->fd) < 0) {
         error_setg_errno(errp, errno, "flush of '%s' failed", node->filename);
         return -1;
     }

@@ -47,7 +47,7 @@ class Disk:
 
 
 class Guest:
-    def __init__(self, tmp, disks=(), mem="64", extra=(), name="vm", wait_ready=True):
+    def __init__(self, tmp, disks=(), mem="64", extra=(), name="vm", wait_ready=True, env=None):
         self.tmp = str(tmp)
         self.wait_ready = wait_ready
         self.disks = list(disks)
@@ -57,7 +57,7 @@ class Guest:
             d.create(self.tmp)
             args += d.args(self.tmp)
         self.args = args + list(extra)
-        self.guest = VM(self.args, tmpdir=self.tmp)
+        self.guest = VM(self.args, tmpdir=self.tmp, env=env)
         self.qmp = None
 
     def start(self):
