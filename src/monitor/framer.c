@@ -51,10 +51,35 @@ static bool is_space(unsigned char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-/* QMP's parser-reset trigger: control characters other than whitespace, 0xFF. */
-static bool is_lexical_error(unsigned char c)
+/*
+ * The byte classes of QEMU's JSON lexer (qobject/json-lexer.c), which
+ * decide where a message is broken and where reading resumes:
+ *  - inside a string only 0x20..0xFD are allowed (a raw tab, newline or
+ *    other control character, 0xFE and 0xFF are lexical errors);
+ *  - outside strings, whitespace, the structural characters, quotes and
+ *    the characters of numbers and keywords; anything else is an error;
+ *  - after an error, input is skipped up to a structural character, a
+ *    control character other than tab, or 0xFE/0xFF, and read again from
+ *    there: so the rest of a broken line cannot swallow the next command.
+ */
+static bool is_lexical_error(const struct framer *f, unsigned char c)
 {
-    return (c < 0x20 && !is_space(c)) || c == 0xFF;
+    if (c >= 0xFE) {
+        return true;
+    }
+    if (f->in_string) {
+        return c < 0x20;
+    }
+    if (c < 0x20) {
+        return !is_space(c);
+    }
+    return !(is_space(c) || strchr("{}[],:\"'", c) || (c >= '0' && c <= '9') ||
+             (c >= 'a' && c <= 'z') || c == '-' || c == '+' || c == '.' || c == 'E');
+}
+
+static bool is_resync_point(unsigned char c)
+{
+    return (c < 0x20 && c != '\t') || c >= 0xFE || strchr("[]{}:,", c);
 }
 
 /*
@@ -104,10 +129,12 @@ static bool scan_byte(struct framer *f, unsigned char c)
 
 static enum framer_result lexical_error(struct framer *f, unsigned char c, struct error **errp)
 {
+    bool in_string = f->in_string;
     f->pos++; /* drop everything up to and including the bad byte */
     consume(f, f->pos);
     reset_message(f);
-    error_setg(errp, "JSON parse error, invalid character 0x%02x", c);
+    f->recovering = true;
+    error_setg(errp, "JSON parse error, stray byte 0x%02x%s", c, in_string ? " in a string" : "");
     return FRAMER_ERROR;
 }
 
@@ -118,7 +145,14 @@ enum framer_result framer_next(struct framer *f, const char **frame, size_t *len
     f->drop = 0;
     while (f->pos < f->buf.len) {
         unsigned char c = f->buf.data[f->pos];
-        if (is_lexical_error(c)) {
+        if (f->recovering) {
+            if (!is_resync_point(c)) {
+                f->pos++; /* consumed below: not in a frame */
+                continue;
+            }
+            f->recovering = false;
+        }
+        if (is_lexical_error(f, c)) {
             return lexical_error(f, c, errp);
         }
         if (!f->in_frame) {

@@ -4,9 +4,12 @@
  * over many reads both work.  It only tracks nesting, strings and escapes;
  * parsing proper is jansson's job once a frame is complete.
  *
- * Errors leave the framer ready for the next message: an over-long message
- * is skipped to its end, and a control character (QMP's way for a client to
- * reset the server's parser) drops the partial message.
+ * Errors leave the framer ready for the next message, as QEMU's lexer
+ * does: an over-long message is skipped to its end; a byte that JSON
+ * cannot hold there (a control character, 0xFE/0xFF, a raw newline in a
+ * string: also QMP's way for a client to reset the server's parser)
+ * drops the partial message, and reading resumes at the next structural
+ * character or line end.
  */
 #ifndef SNAPVM_MONITOR_FRAMER_H
 #define SNAPVM_MONITOR_FRAMER_H
@@ -30,6 +33,7 @@ struct framer {
     bool escape;
     bool scalar;     /* a top-level number/literal, ended by a delimiter */
     bool discarding; /* skipping the rest of an oversized message */
+    bool recovering; /* after a lexical error: skipping to a resync point */
     size_t total;    /* bytes of the current message (also while discarding) */
     size_t drop;     /* bytes of the frame returned last, consumed by the next call */
 };

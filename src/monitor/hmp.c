@@ -5,6 +5,7 @@
  * Output is text with CRLF line ends; errors print as "Error: ..." (the
  * dispatcher converts them, also for deferred replies).
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,6 +68,121 @@ static char *trimmed(const char *s)
         n--;
     }
     return strndup(s, n);
+}
+
+/* ---- argument parsing (qmp.h) ---- */
+
+/* One word at *pp: NULL at the end of the line, or on a bad quoted string. */
+static char *next_word(const char *cmd, const char **pp, bool *bad, struct error **errp)
+{
+    const char *p = skip_space(*pp);
+    struct byte_buf w;
+    *bad = false;
+    if (!*p) {
+        *pp = p;
+        return NULL;
+    }
+    buf_init(&w);
+    if (*p == '"') {
+        for (p++; *p != '"'; p++) {
+            char c = *p;
+            if (!c) {
+                error_setg(errp, "%s: unterminated string", cmd);
+                goto fail;
+            }
+            if (c == '\\') {
+                switch (*++p) {
+                case '\\':
+                case '\'':
+                case '"':
+                    c = *p;
+                    break;
+                case 'n':
+                    c = '\n';
+                    break;
+                case 'r':
+                    c = '\r';
+                    break;
+                default:
+                    error_setg(errp, "%s: unsupported escape code: '\\%c'", cmd, *p ? *p : ' ');
+                    goto fail;
+                }
+            }
+            buf_append(&w, &c, 1);
+        }
+        p++;
+        if (*p && *p != ' ' && *p != '\t') {
+            error_setg(errp, "%s: extraneous characters after a quoted string", cmd);
+            goto fail;
+        }
+    } else {
+        size_t n = strcspn(p, " \t");
+        buf_append(&w, p, n);
+        p += n;
+    }
+    buf_append(&w, "", 1);
+    *pp = p;
+    return (char *)w.data;
+fail:
+    buf_free(&w);
+    *bad = true;
+    return NULL;
+}
+
+void hmp_free_words(char **words, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(words[i]);
+        words[i] = NULL;
+    }
+}
+
+int hmp_parse_words(const char *cmd, const char *args, size_t min, size_t max, char **out,
+                    struct error **errp)
+{
+    const char *p = args ? args : "";
+    size_t n = 0;
+    memset(out, 0, max * sizeof(*out));
+    while (n < max) {
+        bool bad;
+        char *w = next_word(cmd, &p, &bad, errp);
+        if (bad) {
+            hmp_free_words(out, n);
+            return -1;
+        }
+        if (!w) {
+            break;
+        }
+        out[n++] = w;
+    }
+    if (n < min) {
+        error_setg(errp, "%s: string expected", cmd);
+    } else if (*skip_space(p)) {
+        error_setg(errp, "%s: extraneous characters at the end of line", cmd);
+    } else {
+        return (int)n;
+    }
+    hmp_free_words(out, n);
+    return -1;
+}
+
+int hmp_check_tag(const char *cmd, const char *tag, struct error **errp)
+{
+    size_t len = strlen(tag);
+    if (len > HMP_TAG_MAX) {
+        error_setg(errp, "%s: the tag is %zu bytes long; a snapshot tag holds at most %d", cmd, len,
+                   HMP_TAG_MAX);
+        return -1;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)tag[i];
+        if (c < 0x20 || c == 0x7f) {
+            error_setg(errp, "%s: the tag holds the control character 0x%02x at offset %zu", cmd, c,
+                       i);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 static json_t *unknown_command(const char *line)

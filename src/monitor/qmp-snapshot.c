@@ -35,7 +35,7 @@ struct snapshot_call {
     json_t *args; /* kept alive: the request's strings point into it */
     struct snapshot_request req;
     const char *names[SNAPSHOT_MAX_NODES];
-    char tag[256];
+    const char *tag; /* into args: whole, never cut (the snapshot layer checks it) */
     bool hmp;
     struct job *job; /* job API */
     bool claimed;    /* holds the machine's snapshot slot */
@@ -100,7 +100,7 @@ static struct snapshot_call *call_new(struct qmp_request *req, enum snapshot_op 
     call->args = json_incref(args);
     call->req.api = api;
     const char *tag = json_string_value(json_object_get(args, "tag"));
-    snprintf(call->tag, sizeof(call->tag), "%s", tag ? tag : "");
+    call->tag = tag ? tag : "";
     call->req.tag = call->tag;
     call->req.vmstate = json_string_value(json_object_get(args, "vmstate"));
     const char *list_arg = api == SNAPSHOT_API_SEED ? "exclude" : "devices";
@@ -336,6 +336,10 @@ static json_t *hmp_call(struct qmp_request *req, enum snapshot_op op, const char
                         struct error **errp)
 {
     json_t *args = json_pack("{s:s}", "tag", tag);
+    if (!args) {
+        error_setg(errp, "the tag is not valid UTF-8");
+        return NULL;
+    }
     struct snapshot_call *call = call_new(req, op, SNAPSHOT_API_SEED, args, errp);
     json_decref(args);
     if (call) {
@@ -345,43 +349,60 @@ static json_t *hmp_call(struct qmp_request *req, enum snapshot_op op, const char
     return start_deferred(req, call, errp);
 }
 
-static int hmp_need_tag(const char *args, const char *cmd, struct error **errp)
+/*
+ * The one tag argument of savevm/loadvm/delvm, parsed as QEMU's monitor
+ * does (a word or a "quoted string") and checked whole before anything is
+ * done: NULL with *errp set, or a malloc'd tag (NULL and no error: none
+ * given, which only savevm allows).
+ */
+static char *hmp_tag(const char *cmd, const char *args, bool required, struct error **errp)
 {
-    if (!args || !*args) {
-        error_setg(errp, "%s: a snapshot tag is required (usage: %s tag)", cmd, cmd);
-        return -1;
+    char *tag = NULL;
+    if (hmp_parse_words(cmd, args, required ? 1 : 0, 1, &tag, errp) < 0) {
+        return NULL;
     }
-    return 0;
+    if (tag && hmp_check_tag(cmd, tag, errp) < 0) {
+        free(tag);
+        return NULL;
+    }
+    return tag;
 }
 
-static json_t *hmp_savevm(struct qmp_request *req, const char *args, struct error **errp)
+static json_t *hmp_tag_call(struct qmp_request *req, enum snapshot_op op, const char *cmd,
+                            const char *args, struct error **errp)
 {
-    char tag[64];
-    if (!args || !*args) {
+    struct error *err = NULL;
+    char *tag = hmp_tag(cmd, args, op != OP_SAVE, &err);
+    if (err) {
+        error_propagate(errp, err);
+        return NULL;
+    }
+    char stamp[64];
+    if (!tag) {
         /* As QEMU: a name from the date and time. */
         time_t now = time(NULL);
         struct tm tm;
         localtime_r(&now, &tm);
-        strftime(tag, sizeof(tag), "vm-%Y%m%d%H%M%S", &tm);
-        args = tag;
+        strftime(stamp, sizeof(stamp), "vm-%Y%m%d%H%M%S", &tm);
     }
-    return hmp_call(req, OP_SAVE, args, true, errp);
+    json_t *ret = hmp_call(req, op, tag ? tag : stamp, op == OP_SAVE, errp);
+    free(tag);
+    return ret;
+}
+
+static json_t *hmp_savevm(struct qmp_request *req, const char *args, struct error **errp)
+{
+    return hmp_tag_call(req, OP_SAVE, "savevm", args, errp);
 }
 
 static json_t *hmp_loadvm(struct qmp_request *req, const char *args, struct error **errp)
 {
-    if (hmp_need_tag(args, "loadvm", errp) < 0) {
-        return NULL;
-    }
-    return hmp_call(req, OP_LOAD, args, false, errp);
+    return hmp_tag_call(req, OP_LOAD, "loadvm", args, errp);
 }
 
 static json_t *hmp_delvm(struct qmp_request *req, const char *args, struct error **errp)
 {
-    if (hmp_need_tag(args, "delvm", errp) < 0) {
-        return NULL;
-    }
-    return hmp_call(req, OP_DELETE, args, false, errp);
+    return hmp_tag_call(req, OP_DELETE, "delvm", args, errp);
 }
 
 static void format_row(json_t *snap, struct byte_buf *text)

@@ -60,6 +60,24 @@ struct hmp_command {
     hmp_handler handler;
 };
 
+/*
+ * HMP argument parsing, as QEMU's monitor reads string arguments: words
+ * separated by blanks, or "double-quoted" with the escapes \" \\ \' \n \r.
+ * Parses between `min` and `max` words of `args` into out[] (malloc'd, the
+ * rest set to NULL); too few is "CMD: string expected", more is "CMD:
+ * extraneous characters at the end of line".  Nothing is ever truncated.
+ */
+int hmp_parse_words(const char *cmd, const char *args, size_t min, size_t max, char **out,
+                    struct error **errp);
+void hmp_free_words(char **words, size_t n);
+/*
+ * A snapshot tag typed at HMP: refused whole, before anything is done, when
+ * it is longer than 255 bytes (what qcow2's snapshot table and QEMU hold)
+ * or holds a control character.
+ */
+#define HMP_TAG_MAX 255
+int hmp_check_tag(const char *cmd, const char *tag, struct error **errp);
+
 /* The objects a handler acts on. */
 struct monitor *qmp_request_monitor(struct qmp_request *req);
 struct machine *qmp_request_machine(struct qmp_request *req); /* NULL in unit tests */

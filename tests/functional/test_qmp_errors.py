@@ -125,6 +125,33 @@ def test_control_character_resets_parser(q):
     assert q.recv()["id"] == "fresh"
 
 
+@pytest.mark.parametrize("bad", [b"\x00", b"\x01", b"\x1f", b"\xfe", b"\xff", b"\n"])
+def test_bad_byte_in_a_string_resyncs(q, bad):
+    """As QEMU's lexer: an error for the bad byte, each stray closer left on
+    the line is an error of its own, and the next command is answered."""
+    q.send_raw(b'{"execute": "query-status", "arguments": {"x": "a' + bad + b'b"}}\r\n')
+    q.send({"execute": "query-version", "id": "next"})
+    first = q.recv()
+    assert first["error"]["desc"].startswith("JSON parse error, stray byte 0x%02x" % bad[0])
+    errors = 1
+    while True:
+        reply = q.recv()
+        if reply.get("id") == "next":
+            assert "qemu" in reply["return"]
+            break
+        assert reply["error"]["desc"].startswith("JSON parse error"), reply
+        assert "id" not in reply
+        errors += 1
+    assert errors == 3  # the bad byte, then '}' and '}'
+
+
+def test_bad_byte_outside_strings_resyncs(q):
+    q.send_raw(b'{"execute": \x02 "query-status"}\n{"execute": "query-status", "id": 1}\n')
+    assert q.recv()["error"]["desc"] == "JSON parse error, stray byte 0x02"
+    assert q.recv()["error"]["desc"].startswith("JSON parse error")  # the stray '}'
+    assert q.recv()["id"] == 1
+
+
 def test_job_errors(q):
     with pytest.raises(QMPError) as e:
         q.cmd("job-cancel", id="nope")

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
@@ -121,6 +122,60 @@ static void test_control_char_resets(void **state)
     framer_destroy(&f);
 }
 
+static void expect_error(struct framer *f, const char *what)
+{
+    const char *frame;
+    size_t len;
+    struct error *err = NULL;
+    assert_int_equal(framer_next(f, &frame, &len, &err), FRAMER_ERROR);
+    assert_non_null(err);
+    assert_non_null(strstr(err->message, what));
+    error_free(err);
+}
+
+/*
+ * A bad byte inside a string: one error, then the rest of the broken line is
+ * skipped up to a structural character (each stray closer is a message of
+ * its own, as in QEMU), and the next command is framed whole.
+ */
+static void test_bad_byte_in_string_resyncs(void **state)
+{
+    (void)state;
+    static const unsigned char bad[] = {0x00, 0x01, 0x1f, 0xfe, 0xff, '\n', '\t'};
+    for (size_t i = 0; i < sizeof(bad); i++) {
+        struct framer f;
+        framer_init(&f);
+        const char *head = "{\"execute\": \"x\", \"arguments\": {\"t\": \"a";
+        const char *tail = "b\"}}\r\n{\"execute\": \"ok\"}";
+        framer_append(&f, head, strlen(head));
+        assert_null(next(&f));
+        framer_append(&f, &bad[i], 1);
+        framer_append(&f, tail, strlen(tail));
+        char hex[8];
+        snprintf(hex, sizeof(hex), "0x%02x", bad[i]);
+        expect_error(&f, hex);
+        expect(&f, "}");
+        expect(&f, "}");
+        expect(&f, "{\"execute\": \"ok\"}");
+        assert_null(next(&f));
+        framer_destroy(&f);
+    }
+}
+
+/* Outside strings, a byte no JSON token starts with is an error too. */
+static void test_bad_byte_outside_string(void **state)
+{
+    (void)state;
+    struct framer f;
+    framer_init(&f);
+    const char *in = "{\"a\": @junk \"q}\n{\"b\": 1}";
+    framer_append(&f, in, strlen(in));
+    expect_error(&f, "0x40");
+    expect(&f, "}");
+    expect(&f, "{\"b\": 1}");
+    framer_destroy(&f);
+}
+
 static void test_deep_nesting_is_refused(void **state)
 {
     (void)state;
@@ -179,6 +234,8 @@ int main(void)
             cmocka_unit_test(test_oversized_is_skipped),
             cmocka_unit_test(test_control_char_resets),
             cmocka_unit_test(test_deep_nesting_is_refused),
+            cmocka_unit_test(test_bad_byte_in_string_resyncs),
+            cmocka_unit_test(test_bad_byte_outside_string),
             cmocka_unit_test(test_single_quotes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
