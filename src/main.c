@@ -40,24 +40,31 @@ static int write_pidfile(const char *path, struct error **errp)
 /*
  * -daemonize: fork before any thread exists.  The parent waits on a pipe
  * until the child reports that the machine is up (one byte) or exits (EOF),
- * so set-up errors still reach the user's terminal with exit status 1.
+ * so set-up errors still reach the user's terminal with exit status 1 (or,
+ * with -D, the log file, which the parent then names).  Once up, the
+ * daemon's stdio is /dev/null, and its messages go to the -D file or, with
+ * no -D, to syslog: a daemon's fatal error is never silently lost.
  */
-static int daemonize_start(int *ready_fd)
+static int daemonize_start(int *ready_fd, const char *logfile)
 {
     int p[2];
     if (pipe(p) < 0) {
-        perror("snapvm: pipe");
+        log_error("pipe: %s", strerror(errno));
         return -1;
     }
     pid_t pid = fork();
     if (pid < 0) {
-        perror("snapvm: fork");
+        log_error("fork: %s", strerror(errno));
         return -1;
     }
     if (pid > 0) {
         close(p[1]);
         char c;
         ssize_t n = read(p[0], &c, 1);
+        if (n != 1 && logfile) {
+            /* fd 2 is the log file already: say so on the terminal */
+            dprintf(STDOUT_FILENO, "snapvm: set-up failed; see %s\n", logfile);
+        }
         _exit(n == 1 ? 0 : 1);
     }
     close(p[0]);
@@ -66,14 +73,19 @@ static int daemonize_start(int *ready_fd)
     return 0;
 }
 
-static void daemonize_done(int ready_fd)
+static void daemonize_done(int ready_fd, bool logfile)
 {
     int null = open("/dev/null", O_RDWR);
     if (null >= 0) {
         dup2(null, STDIN_FILENO);
         dup2(null, STDOUT_FILENO);
-        dup2(null, STDERR_FILENO);
+        if (!logfile) {
+            dup2(null, STDERR_FILENO); /* with -D, fd 2 stays the log file */
+        }
         close(null);
+    }
+    if (!logfile) {
+        log_use_syslog();
     }
     if (write(ready_fd, "1", 1) != 1) {
         /* the parent is gone; nothing to tell */
@@ -120,8 +132,13 @@ int main(int argc, char **argv)
         vm_config_free(&cfg);
         return 0;
     }
+    if (cfg.logfile && log_open_file(cfg.logfile, &err) < 0) {
+        error_report_and_free(err);
+        vm_config_free(&cfg);
+        return 1;
+    }
     int ready_fd = -1;
-    if (cfg.daemonize && daemonize_start(&ready_fd) < 0) {
+    if (cfg.daemonize && daemonize_start(&ready_fd, cfg.logfile) < 0) {
         vm_config_free(&cfg);
         return 1;
     }
@@ -161,7 +178,7 @@ int main(int argc, char **argv)
         goto out;
     }
     if (ready_fd >= 0) {
-        daemonize_done(ready_fd);
+        daemonize_done(ready_fd, cfg.logfile != NULL);
         ready_fd = -1;
     }
     status = machine_run(m);

@@ -31,6 +31,7 @@ void vm_config_free(struct vm_config *cfg)
     free(cfg->mem_path);
     free(cfg->name);
     free(cfg->pidfile);
+    free(cfg->logfile);
     free(cfg->loadvm);
     free(cfg->serial);
     json_decref(cfg->blockdevs);
@@ -56,7 +57,8 @@ const char *vm_config_usage(void)
            "  -loadvm TAG         start from internal snapshot TAG\n"
            "  -name NAME          VM name\n"
            "  -pidfile FILE       write the process id to FILE\n"
-           "  -daemonize          run in the background once set up\n"
+           "  -daemonize          run in the background once set up (messages: syslog)\n"
+           "  -D FILE             append snapvm's messages to FILE instead of stderr\n"
            "  -nographic, -display none, -monitor none, -enable-kvm   accepted\n";
 }
 
@@ -213,6 +215,7 @@ enum opt_id {
     OPT_NAME,
     OPT_PIDFILE,
     OPT_DAEMONIZE,
+    OPT_LOGFILE,
     OPT_NOGRAPHIC,
     OPT_DISPLAY,
     OPT_MONITOR,
@@ -243,6 +246,7 @@ static const struct opt_def opts[] = {
         {"name", OPT_NAME, true},
         {"pidfile", OPT_PIDFILE, true},
         {"daemonize", OPT_DAEMONIZE, false},
+        {"D", OPT_LOGFILE, true},
         {"nographic", OPT_NOGRAPHIC, false},
         {"display", OPT_DISPLAY, true},
         {"monitor", OPT_MONITOR, true},
@@ -303,6 +307,8 @@ static int apply_opt(struct vm_config *cfg, const struct opt_def *o, const char 
     case OPT_DAEMONIZE:
         cfg->daemonize = true;
         return 0;
+    case OPT_LOGFILE:
+        return set_string(&cfg->logfile, arg);
     case OPT_NOGRAPHIC:
     case OPT_ENABLE_KVM:
         return 0;

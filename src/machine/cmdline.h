@@ -27,6 +27,7 @@ struct vm_config {
     char *mem_path;
     char *name;
     char *pidfile;
+    char *logfile; /* -D: messages go to this file */
     char *loadvm;
     char *serial; /* -serial spec, "stdio" by default */
     bool start_paused;

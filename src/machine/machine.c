@@ -392,7 +392,7 @@ void machine_fatal(struct machine *m, const char *fmt, ...)
         msg = NULL;
     }
     va_end(ap);
-    fprintf(stderr, "snapvm: %s\n", msg ? msg : fmt);
+    log_error("%s", msg ? msg : fmt);
     free(msg);
     request_quit(m, "guest-panic", true, 1);
 }

@@ -4,6 +4,8 @@
  */
 #include "util/error.h"
 
+#include "util/log.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,7 +129,7 @@ const char *error_class_name(enum error_class cls)
 void error_report_and_free(struct error *err)
 {
     if (err) {
-        fprintf(stderr, "snapvm: %s\n", err->message);
+        log_error("%s", err->message);
         error_free(err);
     }
 }
