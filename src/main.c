@@ -104,6 +104,12 @@ static void block_signals(void)
     signal(SIGPIPE, SIG_IGN);
 }
 
+/* The machine's events (STOP, RESUME, ...) go out as QMP events. */
+static void machine_event_to_monitor(void *opaque, const char *event, json_t *data)
+{
+    monitor_emit_event(opaque, event, data);
+}
+
 /* -loadvm TAG: the whole VM state comes from the snapshot before any vCPU runs. */
 static int load_initial_snapshot(struct machine *m, const char *tag, struct error **errp)
 {
@@ -163,7 +169,7 @@ int main(int argc, char **argv)
                 goto out;
             }
         }
-        machine_set_monitor(m, mon);
+        machine_set_event_handler(m, machine_event_to_monitor, mon);
         if (monitor_start(mon, &err) < 0) {
             goto out;
         }

@@ -49,7 +49,6 @@ struct machine {
     size_t nr_regions;
 
     struct block_graph *blocks;
-    struct monitor *mon;
 
     /* vCPU state capture: the MSRs KVM lets us read, and the xsave size. */
     uint32_t *msrs;
@@ -65,6 +64,8 @@ struct machine {
 
     /* Everything below is protected by `lock`. */
     pthread_mutex_t lock;
+    machine_event_fn event_fn; /* see machine_set_event_handler() */
+    void *event_opaque;
     pthread_cond_t cond;
     enum run_state state;
     unsigned pause_count;

@@ -31,20 +31,36 @@
 #include "block/block.h"
 #include "hw/hw.h"
 #include "machine/cmdline.h"
-#include "monitor/monitor.h"
 #include "util/log.h"
 
-/* Events go to the QMP monitor, if there is one (-qmp). */
-static void emit_event(struct machine *m, const char *event, json_t *data)
+/* Called with m->lock held: events leave in the order of the changes. */
+static void emit_event_locked(struct machine *m, const char *event, json_t *data)
 {
-    pthread_mutex_lock(&m->lock);
-    struct monitor *mon = m->mon;
-    pthread_mutex_unlock(&m->lock);
-    if (mon) {
-        monitor_emit_event(mon, event, data);
+    if (m->event_fn) {
+        m->event_fn(m->event_opaque, event, data);
     } else {
         json_decref(data);
     }
+}
+
+static void emit_event(struct machine *m, const char *event, json_t *data)
+{
+    pthread_mutex_lock(&m->lock);
+    emit_event_locked(m, event, data);
+    pthread_mutex_unlock(&m->lock);
+}
+
+void machine_emit_event(struct machine *m, const char *event, json_t *data)
+{
+    emit_event(m, event, data);
+}
+
+void machine_set_event_handler(struct machine *m, machine_event_fn fn, void *opaque)
+{
+    pthread_mutex_lock(&m->lock);
+    m->event_fn = fn;
+    m->event_opaque = opaque;
+    pthread_mutex_unlock(&m->lock);
 }
 
 static uint64_t now_ns(void)
@@ -101,21 +117,6 @@ enum run_state machine_set_run_state(struct machine *m, enum run_state state)
 struct block_graph *machine_block_graph(struct machine *m)
 {
     return m->blocks;
-}
-
-struct monitor *machine_monitor(struct machine *m)
-{
-    pthread_mutex_lock(&m->lock);
-    struct monitor *mon = m->mon;
-    pthread_mutex_unlock(&m->lock);
-    return mon;
-}
-
-void machine_set_monitor(struct machine *m, struct monitor *mon)
-{
-    pthread_mutex_lock(&m->lock);
-    m->mon = mon;
-    pthread_mutex_unlock(&m->lock);
 }
 
 int machine_vcpu_count(struct machine *m)

@@ -1,6 +1,6 @@
 /*
  * The machine object: the one owner of all mutable state of a running VM
- * (KVM fds, vCPUs, guest RAM, devices, the block graph, the monitor, jobs).
+ * (KVM fds, vCPUs, guest RAM, devices, the block graph, the run state).
  *
  * This header is the interface the monitor and the snapshot code use.
  */
@@ -11,13 +11,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "util/buf.h"
 #include "util/error.h"
 
 struct machine;
 struct block_graph;
 struct block_node;
-struct monitor;
 struct device;
 struct vm_config;
 
@@ -42,14 +43,24 @@ int machine_system_reset(struct machine *m, struct error **errp);
 void machine_request_quit(struct machine *m);
 
 struct block_graph *machine_block_graph(struct machine *m);
-struct monitor *machine_monitor(struct machine *m);
+
+/*
+ * Events (STOP, RESUME, RESET, SHUTDOWN) leave the machine through one
+ * handler that its owner (main.c: the QMP monitor) gives it; the machine
+ * and the layers below never know who listens.  The handler may run on any
+ * thread, with the machine's lock held (so events leave in the order of the
+ * state changes they report): it must only queue the event, never call back
+ * into the machine.  `data` is stolen (may be NULL).  Without a handler
+ * events are dropped.
+ */
+typedef void (*machine_event_fn)(void *opaque, const char *event, json_t *data);
+void machine_set_event_handler(struct machine *m, machine_event_fn fn, void *opaque);
+void machine_emit_event(struct machine *m, const char *event, json_t *data);
 
 /* ---- lifecycle (main.c) ---- */
 
 /* Build the VM from a parsed command line: KVM, RAM, vCPUs, devices, guest. */
 struct machine *machine_new(const struct vm_config *cfg, struct error **errp);
-/* Let the monitor (created after the machine) receive events. */
-void machine_set_monitor(struct machine *m, struct monitor *mon);
 /* Start the vCPU threads: running, or paused in "prelaunch" with -S. */
 int machine_start(struct machine *m, struct error **errp);
 /*

@@ -10,7 +10,6 @@
 #include <string.h>
 
 #include "block/block.h"
-#include "monitor/monitor.h"
 #include "snapshot/restore.h"
 #include "snapshot/snapshot-int.h"
 
@@ -84,7 +83,7 @@ int pause_begin(struct pause_scope *ps, struct machine *m, enum run_state during
     }
     ps->previous = machine_set_run_state(m, during);
     if (ps->was_running) {
-        monitor_emit_event(machine_monitor(m), "STOP", NULL);
+        machine_emit_event(m, "STOP", NULL);
     }
     return 0;
 }
@@ -94,7 +93,7 @@ void pause_end(struct pause_scope *ps)
     machine_set_run_state(ps->m, ps->previous);
     machine_resume_vcpus(ps->m);
     if (ps->was_running) {
-        monitor_emit_event(machine_monitor(ps->m), "RESUME", NULL);
+        machine_emit_event(ps->m, "RESUME", NULL);
     }
 }
 
