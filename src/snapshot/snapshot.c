@@ -16,15 +16,35 @@
 /* ------------------------------------------------------------------ */
 /* helpers shared by save, load and delete                              */
 
+/*
+ * A tag is checked whole, before any copy or lookup, at every entry point
+ * (QMP savevm/loadvm/delvm, the jobs, -loadvm; HMP checks its own first):
+ * one that is cut or that carries a control character would name another
+ * snapshot than the one the user meant.
+ */
 int check_tag(const char *tag, struct error **errp)
 {
     if (!tag || !*tag) {
         error_setg(errp, "Parameter 'tag' must not be empty");
         return -1;
     }
-    if (strlen(tag) > TAG_MAX) {
-        error_setg(errp, "Parameter 'tag' is longer than %d characters", TAG_MAX);
+    size_t len = strlen(tag);
+    if (len > TAG_MAX) {
+        error_setg(errp,
+                   "Parameter 'tag' is %zu bytes long ('%.32s...'); a snapshot tag holds at "
+                   "most %d",
+                   len, tag, TAG_MAX);
         return -1;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)tag[i];
+        if (c < 0x20 || c == 0x7f) {
+            error_setg(errp,
+                       "Parameter 'tag' holds the control character 0x%02x at byte %zu: a "
+                       "snapshot tag must be printable",
+                       c, i);
+            return -1;
+        }
     }
     return 0;
 }

@@ -7,6 +7,7 @@ import pytest
 
 from qmp import QMPError
 from snapshot_vm import Disk, Guest, qemu_img_check, qemu_img_snapshots
+from vm import run_snapvm
 
 pytestmark = pytest.mark.kvm
 
@@ -200,9 +201,40 @@ def test_one_snapshot_operation_at_a_time(tmp_path):
         g.guest.cmd("fill 1 900", timeout=60)
         g.qmp.cmd("snapshot-save", job_id="long", tag="a", vmstate="disk0", devices=["disk0"])
         other = g.connect()
-        desc = expect_error(other, "savevm", "Another snapshot operation is in progress",
-                            tag="b")
-        assert desc
+        desc = expect_error(other, "savevm", tag="b")
+        assert desc == "Another snapshot operation is in progress; wait for it to finish"
         job = g.wait_job("long")
         assert "error" not in job
         assert [s["tag"] for s in g.qmp.cmd("query-snapshots")] == ["a"]
+
+
+def test_tags_are_checked_whole(tmp_path):
+    """A 300-byte tag whose first 255 bytes name an existing snapshot, or a
+    tag with a control character, is refused by every entry point before
+    anything is looked up: nothing is saved, loaded or deleted."""
+    t255, t300 = "a" * 255, "a" * 300
+    too_long = "Parameter 'tag' is 300 bytes long ('" + "a" * 32 + "...'); " \
+               "a snapshot tag holds at most 255"
+    with Guest(tmp_path, disks=[Disk("disk0", "qcow2", "64M")]) as g:
+        g.qmp.cmd("savevm", tag=t255)
+        g.guest.cmd("disk write 0 5 7")
+        sector = g.sector(0, 5)
+        for cmd in ("savevm", "loadvm", "delvm"):
+            assert expect_error(g.qmp, cmd, tag=t300) == too_long
+        for i, job in enumerate(("snapshot-save", "snapshot-load", "snapshot-delete")):
+            extra = {} if job == "snapshot-delete" else {"vmstate": "disk0"}
+            g.qmp.cmd(job, job_id=f"j{i}", tag=t300, devices=["disk0"], **extra)
+            assert g.wait_job(f"j{i}")["error"] == too_long
+        for tag, ch, at in (("abc\x01", "\x01", 3), ("\x1fabc", "\x1f", 0),
+                            ("abcde\x7f", "\x7f", 5)):
+            desc = expect_error(g.qmp, "savevm", tag=tag)
+            assert desc == (f"Parameter 'tag' holds the control character 0x{ord(ch):02x} at "
+                            f"byte {at}: a snapshot tag must be printable")
+        assert [s["tag"] for s in g.qmp.cmd("query-snapshots")] == [t255]
+        assert g.sector(0, 5) == sector  # nothing was loaded
+    assert list(qemu_img_snapshots(str(tmp_path / "disk0.qcow2"))) == [t255]
+    disk = Disk("disk0", "qcow2", "64M")
+    r = run_snapvm(["-m", "64", "-serial", "null", *disk.args(tmp_path), "-loadvm", t300],
+                   timeout=30)
+    assert r.returncode == 1
+    assert too_long in r.stderr, r.stderr
