@@ -38,6 +38,16 @@ struct block_driver {
                            struct error **errp);
     int (*snapshot_goto)(struct block_node *node, const char *name_or_id, struct error **errp);
     int (*snapshot_delete)(struct block_node *node, const char *name_or_id, struct error **errp);
+    /* Transactions (see block.h); txn is the driver's own handle. */
+    int (*snapshot_create_prepare)(struct block_node *node, struct block_snapshot_info *info,
+                                   void **txn, struct error **errp);
+    int (*snapshot_goto_prepare)(struct block_node *node, const char *name_or_id, void **txn,
+                                 struct error **errp);
+    int (*snapshot_delete_prepare)(struct block_node *node, const char *name_or_id, void **txn,
+                                   struct error **errp);
+    int (*txn_commit)(struct block_node *node, void *txn, struct error **errp);
+    int (*txn_abort)(struct block_node *node, void *txn, struct error **errp);
+    void (*txn_finish)(struct block_node *node, void *txn);
     int (*vmstate_write)(struct block_node *node, uint64_t pos, const void *buf, size_t len,
                          struct error **errp);
     int (*vmstate_read)(struct block_node *node, uint64_t pos, void *buf, size_t len,

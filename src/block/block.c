@@ -669,3 +669,88 @@ int block_snapshot_vmstate_map(struct block_node *node, const char *name_or_id, 
     SNAP_CALL(node, false,
               node->drv->snapshot_vmstate_map(node, name_or_id, pos, len, extents, count, errp));
 }
+
+/* ---- transactions ---- */
+
+struct block_txn {
+    struct block_node *node;
+    void *drv_txn;
+};
+
+static int txn_prepare(struct block_node *node, struct block_txn **txn, struct error **errp, int rc,
+                       void *drv_txn)
+{
+    if (rc < 0) {
+        return -1;
+    }
+    *txn = calloc(1, sizeof(**txn));
+    if (!*txn) {
+        abort();
+    }
+    (*txn)->node = node;
+    (*txn)->drv_txn = drv_txn;
+    (void)errp;
+    return 0;
+}
+
+#define TXN_PREPARE(node, call)                                                                    \
+    do {                                                                                           \
+        *txn = NULL;                                                                               \
+        if (need_snapshots(node, true, errp) < 0) {                                                \
+            return -1;                                                                             \
+        }                                                                                          \
+        void *drv_txn_ = NULL;                                                                     \
+        pthread_mutex_lock(&(node)->lock);                                                         \
+        int rc_ = (call);                                                                          \
+        pthread_mutex_unlock(&(node)->lock);                                                       \
+        return txn_prepare(node, txn, errp, rc_, drv_txn_);                                        \
+    } while (0)
+
+int block_snapshot_create_prepare(struct block_node *node, struct block_snapshot_info *info,
+                                  struct block_txn **txn, struct error **errp)
+{
+    TXN_PREPARE(node, node->drv->snapshot_create_prepare(node, info, &drv_txn_, errp));
+}
+
+int block_snapshot_goto_prepare(struct block_node *node, const char *name_or_id,
+                                struct block_txn **txn, struct error **errp)
+{
+    TXN_PREPARE(node, node->drv->snapshot_goto_prepare(node, name_or_id, &drv_txn_, errp));
+}
+
+int block_snapshot_delete_prepare(struct block_node *node, const char *name_or_id,
+                                  struct block_txn **txn, struct error **errp)
+{
+    TXN_PREPARE(node, node->drv->snapshot_delete_prepare(node, name_or_id, &drv_txn_, errp));
+}
+
+int block_snapshot_txn_commit(struct block_txn *txn, struct error **errp)
+{
+    pthread_mutex_lock(&txn->node->lock);
+    int rc = txn->node->drv->txn_commit(txn->node, txn->drv_txn, errp);
+    pthread_mutex_unlock(&txn->node->lock);
+    return rc;
+}
+
+int block_snapshot_txn_abort(struct block_txn *txn, struct error **errp)
+{
+    if (!txn) {
+        return 0;
+    }
+    pthread_mutex_lock(&txn->node->lock);
+    int rc = txn->node->drv->txn_abort(txn->node, txn->drv_txn, errp);
+    pthread_mutex_unlock(&txn->node->lock);
+    free(txn);
+    return rc;
+}
+
+void block_snapshot_txn_finish(struct block_txn *txn)
+{
+    if (!txn) {
+        return;
+    }
+    pthread_mutex_lock(&txn->node->lock);
+    txn->node->drv->txn_finish(txn->node, txn->drv_txn);
+    pthread_mutex_unlock(&txn->node->lock);
+    free(txn);
+}

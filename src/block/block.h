@@ -116,6 +116,62 @@ int block_snapshot_create(struct block_node *node, struct block_snapshot_info *i
 int block_snapshot_goto(struct block_node *node, const char *name_or_id, struct error **errp);
 int block_snapshot_delete(struct block_node *node, const char *name_or_id, struct error **errp);
 
+/*
+ * ---- snapshot transactions: all-or-nothing operations over several nodes ----
+ *
+ * block_snapshot_create/goto/delete above are each one transaction on one
+ * node.  A whole-VM operation over several nodes (savevm or loadvm across
+ * two disks) splits each node's operation into the same four steps, so that
+ * it can prepare every node, then commit every node, and still undo all of
+ * them if a later node fails:
+ *
+ *   prepare  does all the work that can fail: new tables go to clusters that
+ *            nothing references, refcounts are raised, everything is flushed.
+ *            Nothing that a reader or a re-open sees changes.  On failure it
+ *            has undone itself (no leaks) and *txn is NULL.
+ *   commit   the commit point: one sector-atomic header write (after a
+ *            flush).  On success the node reads the new state.  On failure
+ *            the node still reads the old state as far as snapvm can tell;
+ *            the caller must then call abort (which also settles the case
+ *            where the failed write may have reached the disk).
+ *   abort    undo.  Before commit: drop what prepare made.  After a commit
+ *            (as long as finish has not run): re-point the header to the old
+ *            tables, which are still intact, then drop the new ones.  Frees
+ *            txn.  Returns -1 only if the old state could not be written back
+ *            (an I/O error): the error says so and the node then refuses
+ *            further writes until it is reopened (nothing is freed that may
+ *            still be referenced).
+ *   finish   cleanup after a commit: frees what the old state held (old L1,
+ *            old snapshot table, a deleted snapshot's clusters).  Never fails
+ *            the operation: it logs, and at worst leaks clusters (reclaimed
+ *            by the next writable open).  Frees txn.
+ *
+ * Between prepare and finish/abort the node refuses guest writes, vmstate
+ * writes and other snapshot operations (error "... has a snapshot operation
+ * in progress"): the caller keeps the VM paused meanwhile.  Reads work (the
+ * old state before commit, the new one after).
+ *
+ * Multi-node use (e.g. loadvm over nodes A and B):
+ *   prepare(A), prepare(B)           -- on failure abort the prepared ones
+ *   commit(A), commit(B)             -- on failure abort all (A re-points)
+ *   ... anything else that can fail (RAM, devices): on failure abort all ...
+ *   finish(A), finish(B)
+ * For savevm, create_prepare also takes over the vmstate written so far
+ * (as block_snapshot_create does); after an abort the vmstate is still the
+ * active one (block_vmstate_discard() it if the save is given up).
+ */
+struct block_txn;
+
+int block_snapshot_create_prepare(struct block_node *node, struct block_snapshot_info *info,
+                                  struct block_txn **txn, struct error **errp);
+int block_snapshot_goto_prepare(struct block_node *node, const char *name_or_id,
+                                struct block_txn **txn, struct error **errp);
+int block_snapshot_delete_prepare(struct block_node *node, const char *name_or_id,
+                                  struct block_txn **txn, struct error **errp);
+int block_snapshot_txn_commit(struct block_txn *txn, struct error **errp);
+int block_snapshot_txn_abort(struct block_txn *txn, struct error **errp);
+void block_snapshot_txn_finish(struct block_txn *txn);
+
 /* Read a snapshot's vmstate directly (no goto needed). Reading past vm_state_size is an error. */
 int block_snapshot_vmstate_read(struct block_node *node, const char *name_or_id, uint64_t pos,
                                 void *buf, size_t len, struct error **errp);

@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/log.h"
+
 #define SNAP_HDR       40
 #define SNAP_EXTRA_NEW 24 /* vm_state_size (64-bit), disk_size, icount */
 
@@ -147,67 +149,6 @@ static void serialize(const struct qcow2_snapshot *sn, uint8_t *p)
     memcpy(p + SNAP_HDR, sn->extra, sn->extra_size);
     memcpy(p + SNAP_HDR + sn->extra_size, sn->id, id_len);
     memcpy(p + SNAP_HDR + sn->extra_size + id_len, sn->name, name_len);
-}
-
-/*
- * Replace the on-disk snapshot table with snaps[0..n): write the new table
- * to new clusters, flush, switch nb_snapshots + snapshots_offset (adjacent
- * header fields, one write), flush, then free the old table.
- */
-static int write_snapshot_table(struct qcow2_state *s, const struct qcow2_snapshot *snaps,
-                                uint32_t n, struct error **errp)
-{
-    uint64_t size = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        size += entry_size(&snaps[i]);
-    }
-    if (size > QCOW2_MAX_SNAPTABLE) {
-        error_setg(errp, "the snapshot table would exceed %u MiB", QCOW2_MAX_SNAPTABLE >> 20);
-        return -1;
-    }
-    uint64_t off = 0, clusters = qcow2_clusters(s, size);
-    if (n) {
-        uint8_t *buf = calloc(1, clusters << s->cluster_bits);
-        if (!buf) {
-            abort();
-        }
-        uint64_t p = 0;
-        for (uint32_t i = 0; i < n; i++) {
-            serialize(&snaps[i], buf + p);
-            p += entry_size(&snaps[i]);
-        }
-        int rc = qcow2_alloc_clusters(s, clusters, &off, errp);
-        if (rc == 0) {
-            rc = qcow2_file_pwrite(s, off, buf, clusters << s->cluster_bits, errp);
-            if (rc == 0) {
-                rc = qcow2_barrier(s, errp);
-            }
-            if (rc < 0) {
-                qcow2_free_clusters(s, off, clusters, NULL);
-            }
-        }
-        free(buf);
-        if (rc < 0) {
-            return -1;
-        }
-    }
-    uint8_t hdr[12];
-    be32_put(hdr, n);
-    be64_put(hdr + 4, off);
-    if (qcow2_write_header_field(s, QCOW2_HDR_SNAPSHOTS, hdr, sizeof(hdr), errp) < 0 ||
-        qcow2_barrier(s, errp) < 0) {
-        if (n) {
-            qcow2_free_clusters(s, off, clusters, NULL);
-        }
-        return -1;
-    }
-    uint64_t old_off = s->snapshots_offset, old_clusters = qcow2_clusters(s, s->snapshots_size);
-    s->snapshots_offset = off;
-    s->snapshots_size = size;
-    if (old_off && old_clusters) {
-        return qcow2_free_clusters(s, old_off, old_clusters, errp);
-    }
-    return 0;
 }
 
 static int find_snapshot(struct qcow2_state *s, const char *name_or_id)
@@ -346,228 +287,561 @@ static void fill_new_snapshot(struct qcow2_state *s, const struct block_snapshot
     be64_put(sn->extra + 16, UINT64_MAX); /* icount: record/replay not used */
 }
 
-/* Copy of the active L1 for a snapshot, written to new clusters. */
-static int write_l1_copy(struct qcow2_state *s, uint64_t *off, struct error **errp)
-{
-    uint64_t bytes = qcow2_align_up(s, (uint64_t)s->l1_size * 8);
-    *off = 0;
-    if (!bytes) {
-        return 0;
-    }
-    uint64_t *copy = malloc((size_t)s->l1_size * 8);
-    if (!copy) {
-        abort();
-    }
-    for (uint32_t i = 0; i < s->l1_size; i++) {
-        copy[i] = s->l1[i] & L1E_OFFSET_MASK; /* COPIED means nothing in an inactive table */
-    }
-    int rc = qcow2_alloc_clusters(s, bytes >> s->cluster_bits, off, errp);
-    if (rc == 0) {
-        rc = qcow2_write_table(s, *off, copy, s->l1_size, bytes, errp);
-        if (rc < 0) {
-            qcow2_free_clusters(s, *off, bytes >> s->cluster_bits, NULL);
-        }
-    }
-    free(copy);
-    return rc;
-}
-
 uint32_t qcow2_guest_l1_entries(const struct qcow2_state *s, uint32_t l1_size)
 {
     return s->l1_vm_state_index < l1_size ? s->l1_vm_state_index : l1_size;
 }
 
+/* ---- transactions ---- */
+
 /*
- * Create: (1) copy the active L1 to new clusters; (2) raise the refcounts of
- * everything the guest part of it reaches; flush; (3) clear the COPIED flags
- * that no longer hold; (4) hand the vmstate over to the snapshot: drop its
- * L2 tables from the active L1 (their references move to the snapshot's L1
- * copy, so no refcount changes); flush; (5) write the new snapshot table and
- * switch the header to it.  A crash before (5) leaks the copy and the raised
- * refcounts; after it the snapshot exists.
+ * One snapshot operation on one node.  The "view" is what the header's
+ * bytes 36..71 select: the active L1 (l1_size, l1_table_offset) and the
+ * snapshot table (nb_snapshots, snapshots_offset); the refcount table fields
+ * between them are written with their current values.  36 bytes inside
+ * sector 0: one sector-atomic write switches both.
  */
-/*
- * Steps (3) and (4): with the raised refcounts on disk, clear the COPIED
- * flags that no longer hold and drop the vmstate L2 tables from the active
- * L1 (their one reference moves to the snapshot's copy), then flush.
- */
-static int handover_active(struct qcow2_state *s, uint32_t nguest, struct error **errp)
+struct qcow2_view {
+    uint64_t *l1; /* host order, owned */
+    uint32_t l1_size;
+    uint64_t l1_offset;
+    struct qcow2_snapshot *snaps; /* owned (deep copies) */
+    uint32_t nb_snapshots;
+    uint64_t snapshots_offset, snapshots_size;
+};
+
+struct cluster_run {
+    uint64_t off, n;
+};
+
+enum txn_state { TXN_PREPARED, TXN_COMMITTED, TXN_UNKNOWN };
+
+struct qcow2_txn {
+    const char *what; /* "creating snapshot 'x'", for messages */
+    char *what_buf;
+    enum txn_state state;
+    struct qcow2_view old, new;
+    /* Undone by abort: clusters prepare allocated, refcounts it raised. */
+    struct cluster_run new_runs[3];
+    size_t n_new_runs;
+    uint64_t *raised_l1;
+    uint32_t raised_to;
+    /* Done by finish: references the old state held that the new one lacks. */
+    struct cluster_run old_runs[3];
+    size_t n_old_runs;
+    uint64_t *drop_l1;
+    uint32_t drop_from, drop_to;
+    bool fix_copied_after; /* refcounts fall in finish: re-establish COPIED flags */
+};
+
+static void add_run(struct cluster_run *runs, size_t *n, uint64_t off, uint64_t clusters)
 {
-    bool had_vmstate = false;
-    for (uint32_t i = nguest; i < s->l1_size; i++) {
-        had_vmstate |= s->l1[i] != 0;
-        s->l1[i] = 0;
+    if (off && clusters) {
+        runs[(*n)++] = (struct cluster_run){off, clusters};
     }
-    int rc = qcow2_barrier(s, errp);
-    if (rc == 0) {
-        rc = qcow2_fix_copied(s, errp); /* writes the L1 if any flag changed */
-    }
-    if (rc == 0 && had_vmstate) {
-        rc = qcow2_write_table(s, s->l1_offset, s->l1, s->l1_size, (uint64_t)s->l1_size * 8, errp);
-    }
-    return rc == 0 ? qcow2_barrier(s, errp) : -1;
 }
 
-/* Step (5): the new table with the snapshot appended, made live by the header. */
-static int publish_snapshot(struct qcow2_state *s, const struct block_snapshot_info *info,
-                            uint64_t l1_off, struct error **errp)
+static struct qcow2_snapshot *dup_snapshots(const struct qcow2_snapshot *src, uint32_t n,
+                                            uint32_t extra)
 {
-    struct qcow2_snapshot *ns = calloc(s->nb_snapshots + 1, sizeof(*ns));
-    if (!ns) {
+    struct qcow2_snapshot *d = calloc(n + extra ? n + extra : 1, sizeof(*d));
+    if (!d) {
         abort();
     }
-    memcpy(ns, s->snaps, s->nb_snapshots * sizeof(*ns)); /* borrowed entries */
-    fill_new_snapshot(s, info, l1_off, &ns[s->nb_snapshots]);
-    if (write_snapshot_table(s, ns, s->nb_snapshots + 1, errp) < 0) {
-        free_snapshot_fields(&ns[s->nb_snapshots]);
-        free(ns);
+    for (uint32_t i = 0; i < n; i++) {
+        d[i] = src[i];
+        d[i].id = strdup(src[i].id);
+        d[i].name = strdup(src[i].name);
+        d[i].extra = malloc(src[i].extra_size ? src[i].extra_size : 1);
+        if (!d[i].id || !d[i].name || !d[i].extra) {
+            abort();
+        }
+        memcpy(d[i].extra, src[i].extra, src[i].extra_size);
+    }
+    return d;
+}
+
+static uint64_t *dup_l1(const uint64_t *l1, uint32_t n, uint64_t alloc_entries)
+{
+    uint64_t *d = calloc(alloc_entries > n ? alloc_entries : (n ? n : 1), sizeof(uint64_t));
+    if (!d) {
+        abort();
+    }
+    memcpy(d, l1, (size_t)n * 8);
+    return d;
+}
+
+/* The view the in-memory state describes now (copied). */
+static void current_view(struct qcow2_state *s, struct qcow2_view *v)
+{
+    v->l1 = dup_l1(s->l1, s->l1_size, 0);
+    v->l1_size = s->l1_size;
+    v->l1_offset = s->l1_offset;
+    v->snaps = dup_snapshots(s->snaps, s->nb_snapshots, 0);
+    v->nb_snapshots = s->nb_snapshots;
+    v->snapshots_offset = s->snapshots_offset;
+    v->snapshots_size = s->snapshots_size;
+}
+
+static void free_view(struct qcow2_view *v)
+{
+    free(v->l1);
+    qcow2_free_snapshots(v->snaps, v->nb_snapshots);
+    memset(v, 0, sizeof(*v));
+}
+
+/* Make the in-memory state describe view v (taking v's tables; v is emptied). */
+static void install_view(struct qcow2_state *s, struct qcow2_view *v)
+{
+    free(s->l1);
+    qcow2_free_snapshots(s->snaps, s->nb_snapshots);
+    s->l1 = v->l1;
+    s->l1_size = v->l1_size;
+    s->l1_offset = v->l1_offset;
+    s->snaps = v->snaps;
+    s->nb_snapshots = v->nb_snapshots;
+    s->snapshots_offset = v->snapshots_offset;
+    s->snapshots_size = v->snapshots_size;
+    s->dbuf_entry = 0;
+    memset(v, 0, sizeof(*v));
+}
+
+static void view_header(const struct qcow2_state *s, const struct qcow2_view *v, uint8_t hdr[36])
+{
+    be32_put(hdr, v->l1_size);
+    be64_put(hdr + 4, v->l1_offset);
+    be64_put(hdr + 12, s->reftable_offset);
+    be32_put(hdr + 20, s->reftable_clusters);
+    be32_put(hdr + 24, v->nb_snapshots);
+    be64_put(hdr + 28, v->snapshots_offset);
+}
+
+/* Write v's header fields: the single write that is every operation's commit point. */
+static int write_view(struct qcow2_state *s, const struct qcow2_view *v, struct error **errp)
+{
+    uint8_t hdr[36];
+    view_header(s, v, hdr);
+    return qcow2_write_header_field(s, QCOW2_HDR_L1, hdr, sizeof(hdr), errp);
+}
+
+/* Which view does the header on disk select now?  0 old, 1 new, -1 unknown. */
+static int read_back_view(struct qcow2_state *s, const struct qcow2_txn *t)
+{
+    uint8_t disk[36], o[36], n[36];
+    if (qcow2_file_pread(s, QCOW2_HDR_L1, disk, sizeof(disk), NULL) < 0) {
         return -1;
     }
-    free(s->snaps);
-    s->snaps = ns;
-    s->nb_snapshots++;
+    view_header(s, &t->old, o);
+    view_header(s, &t->new, n);
+    return !memcmp(disk, o, 36) ? 0 : !memcmp(disk, n, 36) ? 1 : -1;
+}
+
+static struct qcow2_txn *txn_new(struct qcow2_state *s, const char *fmt, const char *arg)
+{
+    struct qcow2_txn *t = calloc(1, sizeof(*t));
+    if (!t || asprintf(&t->what_buf, fmt, arg) < 0) {
+        abort();
+    }
+    t->what = t->what_buf;
+    current_view(s, &t->old);
+    return t;
+}
+
+static void txn_free(struct qcow2_txn *t)
+{
+    free_view(&t->old);
+    free_view(&t->new);
+    free(t->raised_l1);
+    free(t->drop_l1);
+    free(t->what_buf);
+    free(t);
+}
+
+/* Undo what prepare did (nothing on disk refers to it).  Failures only leak. */
+static void undo_prepare(struct qcow2_state *s, struct qcow2_txn *t)
+{
+    for (size_t i = 0; i < t->n_new_runs; i++) {
+        if (qcow2_free_clusters(s, t->new_runs[i].off, t->new_runs[i].n, NULL) < 0) {
+            log_warn("node '%s': %s: could not free %llu clusters at %#llx (leaked)", s->node->name,
+                     t->what, (unsigned long long)t->new_runs[i].n,
+                     (unsigned long long)t->new_runs[i].off);
+        }
+    }
+    if (t->raised_l1 && qcow2_update_l1_refcounts(s, t->raised_l1, 0, t->raised_to, -1, NULL) < 0) {
+        log_warn("node '%s': %s: could not lower raised refcounts (leaked clusters)", s->node->name,
+                 t->what);
+    }
+    if (t->raised_l1 && qcow2_fix_copied(s, NULL) < 0 && qcow2_fix_copied(s, NULL) < 0) {
+        log_warn("node '%s': %s: could not restore COPIED flags", s->node->name, t->what);
+    }
+}
+
+static int busy(struct qcow2_state *s, struct error **errp)
+{
+    return qcow2_check_writable(s, errp);
+}
+
+static int txn_fail(struct qcow2_state *s, struct qcow2_txn *t, struct error **errp)
+{
+    error_prepend(errp, "node '%s': %s", s->node->name, t->what);
+    undo_prepare(s, t);
+    txn_free(t);
+    return -1;
+}
+
+/* Write an L1 table to new clusters, recorded for undo. */
+static int write_new_l1(struct qcow2_state *s, struct qcow2_txn *t, const uint64_t *l1,
+                        uint32_t size, uint64_t *off, struct error **errp)
+{
+    uint64_t bytes = qcow2_align_up(s, (uint64_t)size * 8);
+    *off = 0;
+    if (!bytes) {
+        return 0;
+    }
+    if (qcow2_alloc_clusters(s, bytes >> s->cluster_bits, off, errp) < 0) {
+        return -1;
+    }
+    add_run(t->new_runs, &t->n_new_runs, *off, bytes >> s->cluster_bits);
+    return qcow2_write_table(s, *off, l1, size, bytes, errp);
+}
+
+/* Serialize t->new's snapshot table to new clusters, recorded for undo. */
+static int write_new_table(struct qcow2_state *s, struct qcow2_txn *t, struct error **errp)
+{
+    struct qcow2_view *v = &t->new;
+    uint64_t size = 0;
+    for (uint32_t i = 0; i < v->nb_snapshots; i++) {
+        size += entry_size(&v->snaps[i]);
+    }
+    if (size > QCOW2_MAX_SNAPTABLE) {
+        error_setg(errp, "the snapshot table would exceed %u MiB", QCOW2_MAX_SNAPTABLE >> 20);
+        return -1;
+    }
+    v->snapshots_offset = 0;
+    v->snapshots_size = size;
+    if (!v->nb_snapshots) {
+        return 0;
+    }
+    uint64_t clusters = qcow2_clusters(s, size);
+    uint8_t *buf = calloc(1, clusters << s->cluster_bits);
+    if (!buf) {
+        abort();
+    }
+    uint64_t p = 0;
+    for (uint32_t i = 0; i < v->nb_snapshots; i++) {
+        serialize(&v->snaps[i], buf + p);
+        p += entry_size(&v->snaps[i]);
+    }
+    int rc = qcow2_alloc_clusters(s, clusters, &v->snapshots_offset, errp);
+    if (rc == 0) {
+        add_run(t->new_runs, &t->n_new_runs, v->snapshots_offset, clusters);
+        rc = qcow2_file_pwrite(s, v->snapshots_offset, buf, clusters << s->cluster_bits, errp);
+    }
+    free(buf);
+    return rc;
+}
+
+/* The old snapshot table is dropped by finish once the new one is live. */
+static void drop_old_table(struct qcow2_state *s, struct qcow2_txn *t)
+{
+    add_run(t->old_runs, &t->n_old_runs, t->old.snapshots_offset,
+            qcow2_clusters(s, t->old.snapshots_size));
+}
+
+static void drop_old_l1(struct qcow2_state *s, struct qcow2_txn *t)
+{
+    add_run(t->old_runs, &t->n_old_runs, t->old.l1_offset,
+            qcow2_clusters(s, (uint64_t)t->old.l1_size * 8));
+}
+
+/* The end of every prepare: flushed, so that commit's write is the only one left. */
+static int txn_prepared(struct qcow2_state *s, struct qcow2_txn *t, void **out, struct error **errp)
+{
+    if (qcow2_barrier(s, errp) < 0) {
+        return txn_fail(s, t, errp);
+    }
+    t->state = TXN_PREPARED;
+    s->txn = t;
+    *out = t;
     return 0;
 }
 
-/* Best effort back to the state before a failed create; what fails here only leaks. */
-static void undo_create(struct qcow2_state *s, const uint64_t *saved, uint32_t nguest,
-                        uint64_t l1_off, uint64_t l1_clusters)
-{
-    memcpy(s->l1, saved, (size_t)s->l1_size * 8);
-    qcow2_write_table(s, s->l1_offset, s->l1, s->l1_size, (uint64_t)s->l1_size * 8, NULL);
-    qcow2_barrier(s, NULL);
-    qcow2_update_l1_refcounts(s, saved, 0, nguest, -1, NULL);
-    qcow2_free_clusters(s, l1_off, l1_clusters, NULL);
-    qcow2_fix_copied(s, NULL);
-}
-
-int qcow2_snapshot_create(struct block_node *node, struct block_snapshot_info *info,
-                          struct error **errp)
+int qcow2_txn_commit(struct block_node *node, void *txn, struct error **errp)
 {
     struct qcow2_state *s = node->opaque;
-    if (check_new_snapshot(s, info, errp) < 0 || qcow2_flush_deferred(s, errp) < 0) {
+    struct qcow2_txn *t = txn;
+    if (t->state != TXN_PREPARED) {
+        error_setg(errp, "node '%s': %s: already committed", node->name, t->what);
+        return -1;
+    }
+    /* Everything the new view references is on disk (prepare ended with a
+     * flush, and nothing has been written since: the node refuses writes). */
+    /* COMMIT POINT: this one 36-byte write in sector 0 switches the active
+     * L1 and the snapshot table together.  Before it a re-open sees the old
+     * state; after it, the new one. */
+    if (write_view(s, &t->new, errp) < 0) {
+        /* The write may or may not have reached the file: abort settles it. */
+        t->state = TXN_UNKNOWN;
+        error_prepend(errp, "node '%s': %s", node->name, t->what);
+        return -1;
+    }
+    t->state = TXN_COMMITTED;
+    struct qcow2_view keep = t->new;
+    /* s takes the new tables; t->new keeps its own copy for abort/read-back. */
+    t->new.l1 = dup_l1(keep.l1, keep.l1_size, 0);
+    t->new.snaps = dup_snapshots(keep.snaps, keep.nb_snapshots, 0);
+    install_view(s, &keep);
+    return 0;
+}
+
+int qcow2_txn_abort(struct block_node *node, void *txn, struct error **errp)
+{
+    struct qcow2_state *s = node->opaque;
+    struct qcow2_txn *t = txn;
+    s->txn = NULL;
+    if (t->state != TXN_PREPARED) {
+        /* The header may select the new view: write the old one back.  Its
+         * tables are intact (finish has not run), so this restores it. */
+        if (write_view(s, &t->old, errp) < 0 || qcow2_barrier(s, errp) < 0) {
+            int which = read_back_view(s, t);
+            error_prepend(errp, "node '%s': %s: undoing it failed", node->name, t->what);
+            if (which == 0 || which == 1) {
+                /* Match what a re-open would see now; free nothing (both views
+                 * keep every reference they need: at worst leaks). */
+                if (which == 1 && t->state == TXN_UNKNOWN) {
+                    install_view(s, &t->new);
+                } else if (which == 0 && t->state == TXN_COMMITTED) {
+                    install_view(s, &t->old);
+                }
+                error_prepend(errp, "the image keeps the %s state (with leaked clusters)",
+                              which ? "new" : "old");
+            } else {
+                s->broken = true;
+                error_prepend(errp, "metadata state unknown; the node refuses writes until "
+                                    "the image is reopened");
+            }
+            txn_free(t);
+            return -1;
+        }
+        if (t->state == TXN_COMMITTED) {
+            install_view(s, &t->old);
+        }
+    }
+    undo_prepare(s, t);
+    txn_free(t);
+    return 0;
+}
+
+/* A cleanup step that failed once is tried once more (a one-off I/O error), then logged. */
+static void cleanup_step(struct qcow2_state *s, struct qcow2_txn *t, int rc1,
+                         int (*again)(struct qcow2_state *, struct qcow2_txn *), const char *what)
+{
+    if (rc1 == 0) {
+        return;
+    }
+    if (again(s, t) < 0) {
+        log_warn("node '%s': %s: %s failed (clusters leaked; the next writable open "
+                 "reclaims them)",
+                 s->node->name, t->what, what);
+    }
+}
+
+static int step_drop(struct qcow2_state *s, struct qcow2_txn *t)
+{
+    return t->drop_l1 ? qcow2_update_l1_refcounts(s, t->drop_l1, t->drop_from, t->drop_to, -1, NULL)
+                      : 0;
+}
+
+static int step_free(struct qcow2_state *s, struct qcow2_txn *t)
+{
+    int rc = 0;
+    for (size_t i = 0; i < t->n_old_runs; i++) {
+        if (t->old_runs[i].n &&
+            qcow2_free_clusters(s, t->old_runs[i].off, t->old_runs[i].n, NULL) < 0) {
+            rc = -1;
+        } else {
+            t->old_runs[i].n = 0; /* done: never twice */
+        }
+    }
+    return rc;
+}
+
+static int step_copied(struct qcow2_state *s, struct qcow2_txn *t)
+{
+    return t->fix_copied_after ? qcow2_fix_copied(s, NULL) : 0;
+}
+
+void qcow2_txn_finish(struct block_node *node, void *txn)
+{
+    struct qcow2_state *s = node->opaque;
+    struct qcow2_txn *t = txn;
+    s->txn = NULL;
+    if (t->state != TXN_COMMITTED) {
+        log_warn("node '%s': %s: finish without a commit (undone instead)", node->name, t->what);
+        qcow2_txn_abort(node, t, NULL);
+        return;
+    }
+    /* Cleanup: the commit must be durable before the old state's clusters
+     * can be reused, or a power loss could bring back a header that points
+     * at them.  If that flush fails, keep them all (a leak). */
+    if (qcow2_barrier(s, NULL) < 0 && qcow2_barrier(s, NULL) < 0) {
+        log_warn("node '%s': %s: flush after the commit failed; the old tables are kept "
+                 "(leaked clusters, reclaimed by the next writable open)",
+                 node->name, t->what);
+        txn_free(t);
+        return;
+    }
+    int rc = step_drop(s, t);
+    if (rc < 0) {
+        /* A failed batch may have written part of the drops: retrying
+         * could drop twice, so leave the rest leaked. */
+        log_warn("node '%s': %s: could not drop the old references (leaked clusters, "
+                 "reclaimed by the next writable open)",
+                 node->name, t->what);
+    }
+    cleanup_step(s, t, step_free(s, t), step_free, "freeing the old tables");
+    cleanup_step(s, t, step_copied(s, t), step_copied, "updating COPIED flags");
+    txn_free(t);
+}
+
+/* ---- create ---- */
+
+/*
+ * Create, prepare: (1) a copy of the whole active L1 (guest part and the
+ * vmstate) for the snapshot, in new clusters; (2) the refcounts of what the
+ * guest part reaches raised by one (the vmstate's references move from the
+ * active L1 to the snapshot's, so they stay); (3) COPIED flags cleared where
+ * the clusters are now shared; (4) a new active L1 without the vmstate, and
+ * (5) the snapshot table with the new entry, both in new clusters; flush.
+ * Commit switches the active L1 and the snapshot table in one write.
+ * Finish frees the old active L1 and the old table.
+ */
+int qcow2_snapshot_create_prepare(struct block_node *node, struct block_snapshot_info *info,
+                                  void **out, struct error **errp)
+{
+    struct qcow2_state *s = node->opaque;
+    if (busy(s, errp) < 0 || check_new_snapshot(s, info, errp) < 0 ||
+        qcow2_flush_deferred(s, errp) < 0) {
         return -1;
     }
     /* A disk-only snapshot keeps no vmstate: free any stray one first. */
     if (info->vm_state_size == 0 && qcow2_vmstate_discard(node, errp) < 0) {
         return -1;
     }
-    uint64_t l1_off;
-    uint32_t nguest = qcow2_guest_l1_entries(s, s->l1_size);
-    uint64_t l1_clusters = qcow2_clusters(s, (uint64_t)s->l1_size * 8);
-    if (write_l1_copy(s, &l1_off, errp) < 0) {
-        return -1;
+    struct qcow2_txn *t = txn_new(s, "creating snapshot '%s'", info->name);
+    uint32_t size = s->l1_size, nguest = qcow2_guest_l1_entries(s, size);
+    uint64_t *snl1 = dup_l1(s->l1, size, 0), snl1_off;
+    for (uint32_t i = 0; i < size; i++) {
+        snl1[i] &= L1E_OFFSET_MASK; /* COPIED means nothing in an inactive table */
+    }
+    int rc = write_new_l1(s, t, snl1, size, &snl1_off, errp);
+    free(snl1);
+    if (rc < 0) {
+        return txn_fail(s, t, errp);
     }
     if (qcow2_update_l1_refcounts(s, s->l1, 0, nguest, 1, errp) < 0) {
-        qcow2_free_clusters(s, l1_off, l1_clusters, NULL);
-        error_prepend(errp, "node '%s'", node->name);
-        return -1;
+        return txn_fail(s, t, errp);
     }
-    uint64_t *saved = malloc(((size_t)s->l1_size + 1) * 8);
-    if (!saved) {
-        abort();
+    t->raised_l1 = dup_l1(s->l1, size, 0);
+    t->raised_to = nguest;
+    /* The raised refcounts must be on disk before any flag says "shared". */
+    uint64_t *nl1 = dup_l1(s->l1, size, qcow2_align_up(s, (uint64_t)size * 8) / 8);
+    memset(nl1 + nguest, 0, (size_t)(size - nguest) * 8);
+    t->new.l1 = nl1;
+    t->new.l1_size = size;
+    bool changed;
+    if (qcow2_barrier(s, errp) < 0 || qcow2_fix_copied_table(s, nl1, nguest, &changed, errp) < 0 ||
+        write_new_l1(s, t, nl1, size, &t->new.l1_offset, errp) < 0) {
+        return txn_fail(s, t, errp);
     }
-    memcpy(saved, s->l1, (size_t)s->l1_size * 8);
-    int rc = handover_active(s, nguest, errp);
-    if (rc == 0) {
-        rc = publish_snapshot(s, info, l1_off, errp);
+    t->new.snaps = dup_snapshots(s->snaps, s->nb_snapshots, 1);
+    t->new.nb_snapshots = s->nb_snapshots + 1;
+    fill_new_snapshot(s, info, snl1_off, &t->new.snaps[s->nb_snapshots]);
+    if (write_new_table(s, t, errp) < 0) {
+        return txn_fail(s, t, errp);
     }
-    if (rc < 0) {
-        undo_create(s, saved, nguest, l1_off, l1_clusters);
-        error_prepend(errp, "node '%s': creating snapshot '%s'", node->name, info->name);
-    }
-    free(saved);
-    return rc;
+    drop_old_l1(s, t);
+    drop_old_table(s, t);
+    return txn_prepared(s, t, out, errp);
 }
 
+/* ---- goto ---- */
+
 /*
- * Goto: (1) build the new active L1 from the snapshot's guest part and
- * raise the refcounts it reaches; flush; (2) clear the COPIED flags in its
- * (shared) L2 tables; (3) write it to new clusters, flush, switch the
- * header's l1_size + l1_table_offset, flush; (4) lower the refcounts of the
- * old active L1 (including any unsaved vmstate) and free it.  A crash before
- * the switch leaves the old disk plus leaks; after it the snapshot's disk.
+ * Goto, prepare: (1) a new active L1 from the snapshot's guest part (no
+ * vmstate) and the refcounts it reaches raised; flush; (2) COPIED flags
+ * cleared in its (shared) L2 tables; (3) written to new clusters; flush.
+ * Commit switches the header's active L1.  Finish lowers the refcounts of
+ * the old active L1 (including any unsaved vmstate) and frees it.
  */
-int qcow2_snapshot_goto(struct block_node *node, const char *name_or_id, struct error **errp)
+int qcow2_snapshot_goto_prepare(struct block_node *node, const char *name_or_id, void **out,
+                                struct error **errp)
 {
     struct qcow2_state *s = node->opaque;
+    if (busy(s, errp) < 0) {
+        return -1;
+    }
     struct qcow2_snapshot *sn = qcow2_snapshot_lookup(s, name_or_id, errp);
     if (!sn || qcow2_flush_deferred(s, errp) < 0) {
         return -1;
     }
     if (sn->disk_size != s->size) {
-        error_setg(errp, "snapshot '%s' has a different disk size (%llu, now %llu)", sn->name,
-                   (unsigned long long)sn->disk_size, (unsigned long long)s->size);
+        error_setg(errp, "node '%s': snapshot '%s' has a different disk size (%llu, now %llu)",
+                   node->name, sn->name, (unsigned long long)sn->disk_size,
+                   (unsigned long long)s->size);
         return -1;
     }
     uint64_t *snl1 = qcow2_read_snapshot_l1(s, sn, errp);
     if (!snl1) {
+        error_prepend(errp, "node '%s'", node->name);
         return -1;
     }
+    struct qcow2_txn *t = txn_new(s, "going to snapshot '%s'", name_or_id);
     uint32_t size = s->l1_size, nguest = qcow2_guest_l1_entries(s, sn->l1_size);
-    uint64_t bytes = qcow2_align_up(s, (uint64_t)size * 8);
-    uint64_t *nl1 = calloc(bytes / 8 ? bytes / 8 : 1, sizeof(uint64_t));
+    uint64_t *nl1 = calloc(qcow2_align_up(s, (uint64_t)size * 8) / 8 + 1, sizeof(uint64_t));
     if (!nl1) {
         abort();
     }
     memcpy(nl1, snl1, (size_t)nguest * 8);
     free(snl1);
-    uint64_t off = 0;
-    bool l1_changed;
+    t->new.l1 = nl1;
+    t->new.l1_size = size;
+    t->new.snaps = dup_snapshots(s->snaps, s->nb_snapshots, 0);
+    t->new.nb_snapshots = s->nb_snapshots;
+    t->new.snapshots_offset = s->snapshots_offset;
+    t->new.snapshots_size = s->snapshots_size;
     if (qcow2_update_l1_refcounts(s, nl1, 0, nguest, 1, errp) < 0) {
-        free(nl1);
-        return -1;
+        return txn_fail(s, t, errp);
     }
-    int rc = qcow2_barrier(s, errp);
-    if (rc == 0) {
-        rc = qcow2_fix_copied_table(s, nl1, size, &l1_changed, errp);
+    t->raised_l1 = dup_l1(nl1, nguest, 0);
+    t->raised_to = nguest;
+    bool changed;
+    if (qcow2_barrier(s, errp) < 0 || qcow2_fix_copied_table(s, nl1, size, &changed, errp) < 0 ||
+        write_new_l1(s, t, nl1, size, &t->new.l1_offset, errp) < 0) {
+        return txn_fail(s, t, errp);
     }
-    if (rc == 0 && bytes) {
-        rc = qcow2_alloc_clusters(s, bytes >> s->cluster_bits, &off, errp);
-        if (rc == 0) {
-            rc = qcow2_write_table(s, off, nl1, size, bytes, errp);
-        }
-    }
-    uint8_t hdr[12];
-    be32_put(hdr, size);
-    be64_put(hdr + 4, off);
-    if (rc == 0 && ((rc = qcow2_barrier(s, errp)) == 0)) {
-        rc = qcow2_write_header_field(s, QCOW2_HDR_L1, hdr, sizeof(hdr), errp);
-    }
-    if (rc < 0) {
-        if (off) {
-            qcow2_free_clusters(s, off, bytes >> s->cluster_bits, NULL);
-        }
-        qcow2_update_l1_refcounts(s, nl1, 0, nguest, -1, NULL);
-        free(nl1);
-        error_prepend(errp, "node '%s': going to snapshot '%s'", node->name, name_or_id);
-        return -1;
-    }
-    uint64_t *old = s->l1, old_off = s->l1_offset;
-    uint32_t old_size = s->l1_size;
-    s->l1 = nl1;
-    s->l1_offset = off;
-    if (qcow2_barrier(s, errp) < 0 ||
-        qcow2_update_l1_refcounts(s, old, 0, old_size, -1, errp) < 0 ||
-        (old_size &&
-         qcow2_free_clusters(s, old_off, qcow2_clusters(s, (uint64_t)old_size * 8), errp) < 0)) {
-        free(old);
-        return -1;
-    }
-    free(old);
-    s->dbuf_entry = 0;
-    return qcow2_fix_copied(s, errp);
+    t->drop_l1 = dup_l1(s->l1, s->l1_size, 0);
+    t->drop_from = 0;
+    t->drop_to = s->l1_size;
+    drop_old_l1(s, t);
+    return txn_prepared(s, t, out, errp);
 }
 
+/* ---- delete ---- */
+
 /*
- * Delete: switch the header to a snapshot table without the entry first;
- * only then lower the refcounts of what the snapshot's L1 reaches and free
- * that L1 (a crash in between leaks them), and re-establish COPIED flags on
- * the active clusters that became unshared.
+ * Delete, prepare: the snapshot table without the entry, in new clusters;
+ * flush.  Commit switches the header's snapshot table.  Finish lowers the
+ * refcounts of what the snapshot's L1 reaches, frees that L1 and the old
+ * table, and re-establishes COPIED flags on active clusters now unshared.
  */
-int qcow2_snapshot_delete(struct block_node *node, const char *name_or_id, struct error **errp)
+int qcow2_snapshot_delete_prepare(struct block_node *node, const char *name_or_id, void **out,
+                                  struct error **errp)
 {
     struct qcow2_state *s = node->opaque;
+    if (busy(s, errp) < 0) {
+        return -1;
+    }
     struct qcow2_snapshot *sn = qcow2_snapshot_lookup(s, name_or_id, errp);
     if (!sn || qcow2_flush_deferred(s, errp) < 0) {
         return -1;
@@ -575,33 +849,114 @@ int qcow2_snapshot_delete(struct block_node *node, const char *name_or_id, struc
     uint32_t idx = (uint32_t)(sn - s->snaps);
     uint64_t *snl1 = qcow2_read_snapshot_l1(s, sn, errp);
     if (!snl1) {
+        error_prepend(errp, "node '%s'", node->name);
         return -1;
     }
-    struct qcow2_snapshot gone = *sn;
-    struct qcow2_snapshot *ns = calloc(s->nb_snapshots, sizeof(*ns));
-    if (!ns) {
-        abort();
-    }
-    memcpy(ns, s->snaps, idx * sizeof(*ns));
-    memcpy(ns + idx, s->snaps + idx + 1, (s->nb_snapshots - idx - 1) * sizeof(*ns));
-    if (write_snapshot_table(s, ns, s->nb_snapshots - 1, errp) < 0) {
-        free(ns);
+    struct qcow2_txn *t = txn_new(s, "deleting snapshot '%s'", name_or_id);
+    t->new.l1 = dup_l1(s->l1, s->l1_size, 0);
+    t->new.l1_size = s->l1_size;
+    t->new.l1_offset = s->l1_offset;
+    t->new.snaps = dup_snapshots(s->snaps, s->nb_snapshots, 0);
+    free_snapshot_fields(&t->new.snaps[idx]);
+    memmove(t->new.snaps + idx, t->new.snaps + idx + 1,
+            (s->nb_snapshots - idx - 1) * sizeof(*t->new.snaps));
+    t->new.nb_snapshots = s->nb_snapshots - 1;
+    if (write_new_table(s, t, errp) < 0) {
         free(snl1);
-        error_prepend(errp, "node '%s': deleting snapshot '%s'", node->name, name_or_id);
+        return txn_fail(s, t, errp);
+    }
+    t->drop_l1 = snl1;
+    t->drop_from = 0;
+    t->drop_to = sn->l1_size;
+    add_run(t->old_runs, &t->n_old_runs, sn->l1_offset,
+            qcow2_clusters(s, (uint64_t)sn->l1_size * 8));
+    drop_old_table(s, t);
+    t->fix_copied_after = true;
+    return txn_prepared(s, t, out, errp);
+}
+
+/* ---- vmstate discard ---- */
+
+/*
+ * Discard, prepare: a new active L1 without the vmstate entries, in new
+ * clusters; flush.  Commit switches the header's active L1.  Finish lowers
+ * the refcounts of the vmstate and frees the old L1.  Returns 0 with *out
+ * NULL if there is no vmstate.
+ */
+int qcow2_vmstate_discard_prepare(struct qcow2_state *s, void **out, struct error **errp)
+{
+    *out = NULL;
+    if (busy(s, errp) < 0 || qcow2_flush_deferred(s, errp) < 0) {
         return -1;
     }
-    free(s->snaps);
-    s->snaps = ns;
-    s->nb_snapshots--;
-    int rc = qcow2_update_l1_refcounts(s, snl1, 0, gone.l1_size, -1, errp);
-    if (rc == 0 && gone.l1_size) {
-        rc = qcow2_free_clusters(s, gone.l1_offset, qcow2_clusters(s, (uint64_t)gone.l1_size * 8),
-                                 errp);
+    uint32_t from = qcow2_guest_l1_entries(s, s->l1_size);
+    bool any = false;
+    for (uint32_t i = from; i < s->l1_size; i++) {
+        any |= (s->l1[i] & L1E_OFFSET_MASK) != 0;
     }
-    free(snl1);
-    free_snapshot_fields(&gone);
-    if (rc == 0) {
-        rc = qcow2_fix_copied(s, errp);
+    if (!any) {
+        return 0;
     }
-    return rc;
+    struct qcow2_txn *t = txn_new(s, "discarding the vmstate%s", "");
+    uint32_t size = s->l1_size;
+    t->new.l1 = dup_l1(s->l1, size, qcow2_align_up(s, (uint64_t)size * 8) / 8);
+    memset(t->new.l1 + from, 0, (size_t)(size - from) * 8);
+    t->new.l1_size = size;
+    t->new.snaps = dup_snapshots(s->snaps, s->nb_snapshots, 0);
+    t->new.nb_snapshots = s->nb_snapshots;
+    t->new.snapshots_offset = s->snapshots_offset;
+    t->new.snapshots_size = s->snapshots_size;
+    if (write_new_l1(s, t, t->new.l1, size, &t->new.l1_offset, errp) < 0) {
+        return txn_fail(s, t, errp);
+    }
+    t->drop_l1 = dup_l1(s->l1, size, 0);
+    t->drop_from = from;
+    t->drop_to = size;
+    drop_old_l1(s, t);
+    return txn_prepared(s, t, out, errp);
+}
+
+/* ---- one-node operations: prepare, commit, finish ---- */
+
+static int run_txn(struct block_node *node, int prepared, void **tp, struct error **errp)
+{
+    void *t = *tp;
+    if (prepared < 0) {
+        return -1;
+    }
+    if (!t) {
+        return 0;
+    }
+    if (qcow2_txn_commit(node, t, errp) < 0) {
+        qcow2_txn_abort(node, t, NULL);
+        return -1;
+    }
+    qcow2_txn_finish(node, t);
+    return 0;
+}
+
+int qcow2_snapshot_create(struct block_node *node, struct block_snapshot_info *info,
+                          struct error **errp)
+{
+    void *t = NULL;
+    return run_txn(node, qcow2_snapshot_create_prepare(node, info, &t, errp), &t, errp);
+}
+
+int qcow2_snapshot_goto(struct block_node *node, const char *name_or_id, struct error **errp)
+{
+    void *t = NULL;
+    return run_txn(node, qcow2_snapshot_goto_prepare(node, name_or_id, &t, errp), &t, errp);
+}
+
+int qcow2_snapshot_delete(struct block_node *node, const char *name_or_id, struct error **errp)
+{
+    void *t = NULL;
+    return run_txn(node, qcow2_snapshot_delete_prepare(node, name_or_id, &t, errp), &t, errp);
+}
+
+int qcow2_vmstate_discard(struct block_node *node, struct error **errp)
+{
+    struct qcow2_state *s = node->opaque;
+    void *t = NULL;
+    return run_txn(node, qcow2_vmstate_discard_prepare(s, &t, errp), &t, errp);
 }

@@ -27,7 +27,7 @@ int qcow2_vmstate_write(struct block_node *node, uint64_t pos, const void *buf, 
                         struct error **errp)
 {
     struct qcow2_state *s = node->opaque;
-    if (check_vmstate_range(s, pos, len, errp) < 0) {
+    if (qcow2_check_writable(s, errp) < 0 || check_vmstate_range(s, pos, len, errp) < 0) {
         return -1;
     }
     return qcow2_write_active(s, qcow2_vmstate_offset(s, s->size) + pos, buf, len, errp);
@@ -42,42 +42,6 @@ int qcow2_vmstate_read(struct block_node *node, uint64_t pos, void *buf, size_t 
     }
     return qcow2_read_l1(s, s->l1, s->l1_size, qcow2_vmstate_offset(s, s->size) + pos, buf, len,
                          false, errp);
-}
-
-/* Drop the active vmstate: unlink it from the L1 (flush), then free it. */
-int qcow2_vmstate_discard(struct block_node *node, struct error **errp)
-{
-    struct qcow2_state *s = node->opaque;
-    if (qcow2_flush_deferred(s, errp) < 0) {
-        return -1;
-    }
-    uint32_t from = qcow2_guest_l1_entries(s, s->l1_size);
-    bool any = false;
-    uint64_t *saved = calloc(s->l1_size ? s->l1_size : 1, sizeof(uint64_t));
-    if (!saved) {
-        abort();
-    }
-    for (uint32_t i = from; i < s->l1_size; i++) {
-        saved[i] = s->l1[i] & L1E_OFFSET_MASK;
-        any |= saved[i] != 0;
-        s->l1[i] = 0;
-    }
-    int rc = 0;
-    if (any) {
-        rc = qcow2_write_table(s, s->l1_offset, s->l1, s->l1_size, (uint64_t)s->l1_size * 8, errp);
-        if (rc == 0) {
-            rc = qcow2_barrier(s, errp);
-        }
-        if (rc < 0) {
-            for (uint32_t i = from; i < s->l1_size; i++) {
-                s->l1[i] = saved[i] ? saved[i] | QCOW_OFLAG_COPIED : 0;
-            }
-        } else {
-            rc = qcow2_update_l1_refcounts(s, saved, from, s->l1_size, -1, errp);
-        }
-    }
-    free(saved);
-    return rc;
 }
 
 static struct qcow2_snapshot *vmstate_snapshot(struct qcow2_state *s, const char *name_or_id,

@@ -21,6 +21,7 @@
 #include <zstd.h>
 
 #include "util/keyval.h"
+#include "util/log.h"
 
 #define L2_CACHE_ENTRIES 64
 #define RB_CACHE_ENTRIES 16
@@ -505,6 +506,10 @@ fail:
 static void qcow2_close(struct block_node *node)
 {
     struct qcow2_state *s = node->opaque;
+    if (s && s->txn) {
+        log_warn("node '%s': closed with a snapshot operation in progress: undoing it", node->name);
+        qcow2_txn_abort(node, s->txn, NULL);
+    }
     if (s && !node->read_only) {
         qcow2_flush_deferred(s, NULL);
         qcow2_barrier(s, NULL); /* also applies the queued drops... */
@@ -527,10 +532,34 @@ static int qcow2_pread(struct block_node *node, uint64_t off, void *buf, size_t 
     return qcow2_read_l1(s, s->l1, s->l1_size, off, buf, len, true, errp);
 }
 
+int qcow2_check_usable(struct qcow2_state *s, struct error **errp)
+{
+    if (s->broken) {
+        error_setg(errp,
+                   "node '%s': an I/O error left its metadata state unknown; it refuses "
+                   "writes until the image is reopened",
+                   s->node->name);
+        return -1;
+    }
+    return 0;
+}
+
+int qcow2_check_writable(struct qcow2_state *s, struct error **errp)
+{
+    if (s->txn) {
+        error_setg(errp, "node '%s' has a snapshot operation in progress", s->node->name);
+        return -1;
+    }
+    return qcow2_check_usable(s, errp);
+}
+
 static int qcow2_pwrite(struct block_node *node, uint64_t off, const void *buf, size_t len,
                         struct error **errp)
 {
     struct qcow2_state *s = node->opaque;
+    if (qcow2_check_writable(s, errp) < 0) {
+        return -1;
+    }
     return qcow2_write_active(s, off, buf, len, errp);
 }
 
@@ -563,6 +592,12 @@ const struct block_driver block_driver_qcow2 = {
         .snapshot_create = qcow2_snapshot_create,
         .snapshot_goto = qcow2_snapshot_goto,
         .snapshot_delete = qcow2_snapshot_delete,
+        .snapshot_create_prepare = qcow2_snapshot_create_prepare,
+        .snapshot_goto_prepare = qcow2_snapshot_goto_prepare,
+        .snapshot_delete_prepare = qcow2_snapshot_delete_prepare,
+        .txn_commit = qcow2_txn_commit,
+        .txn_abort = qcow2_txn_abort,
+        .txn_finish = qcow2_txn_finish,
         .vmstate_write = qcow2_vmstate_write,
         .vmstate_read = qcow2_vmstate_read,
         .vmstate_discard = qcow2_vmstate_discard,

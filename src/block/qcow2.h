@@ -4,7 +4,9 @@
  *   qcow2-cache.c     the L2-table / refcount-block cache (write-through)
  *   qcow2-cluster.c   L1/L2 mapping: reads, allocating writes with COW, L1 growth
  *   qcow2-refcount.c  refcounts: lookup, update, cluster allocation, table growth
- *   qcow2-snapshot.c  the snapshot table, snapshot create/goto/delete, vmstate
+ *   qcow2-snapshot.c  the snapshot table; snapshot create/goto/delete and vmstate
+ *                     discard as transactions (prepare, commit, finish/abort)
+ *   qcow2-vmstate.c   the vmstate area: writes, reads, a snapshot's vmstate
  *   qcow2-repair.c    refcount rebuild for images left dirty (lazy refcounts)
  *
  * Format facts come from QEMU's docs/interop/qcow2.rst.  All on-disk numbers
@@ -147,6 +149,9 @@ struct qcow2_state {
      * queued as a plain cluster entry). */
     uint64_t *pending_drops;
     size_t n_pending_drops, cap_pending_drops;
+
+    struct qcow2_txn *txn; /* the snapshot operation between prepare and finish/abort */
+    bool broken;           /* an I/O error left the metadata state unknown: no writes */
 
     uint8_t *cbuf;       /* scratch for compressed input */
     uint8_t *dbuf;       /* one decompressed cluster */
@@ -300,6 +305,22 @@ int qcow2_snapshot_create(struct block_node *node, struct block_snapshot_info *i
                           struct error **errp);
 int qcow2_snapshot_goto(struct block_node *node, const char *name_or_id, struct error **errp);
 int qcow2_snapshot_delete(struct block_node *node, const char *name_or_id, struct error **errp);
+/* Transactions (block.h): prepare, then commit, then finish, or abort. */
+int qcow2_snapshot_create_prepare(struct block_node *node, struct block_snapshot_info *info,
+                                  void **txn, struct error **errp);
+int qcow2_snapshot_goto_prepare(struct block_node *node, const char *name_or_id, void **txn,
+                                struct error **errp);
+int qcow2_snapshot_delete_prepare(struct block_node *node, const char *name_or_id, void **txn,
+                                  struct error **errp);
+int qcow2_vmstate_discard_prepare(struct qcow2_state *s, void **txn, struct error **errp);
+int qcow2_txn_commit(struct block_node *node, void *txn, struct error **errp);
+int qcow2_txn_abort(struct block_node *node, void *txn, struct error **errp);
+void qcow2_txn_finish(struct block_node *node, void *txn);
+int qcow2_vmstate_discard(struct block_node *node, struct error **errp);
+/* Error unless the node may be written (not broken by an unknown metadata state, no txn). */
+int qcow2_check_writable(struct qcow2_state *s, struct error **errp);
+/* Error if an I/O error left the metadata state unknown. */
+int qcow2_check_usable(struct qcow2_state *s, struct error **errp);
 /* Find a snapshot by name, then by id; NULL (error set) if none. */
 struct qcow2_snapshot *qcow2_snapshot_lookup(struct qcow2_state *s, const char *name_or_id,
                                              struct error **errp);
@@ -314,7 +335,6 @@ int qcow2_vmstate_write(struct block_node *node, uint64_t pos, const void *buf, 
                         struct error **errp);
 int qcow2_vmstate_read(struct block_node *node, uint64_t pos, void *buf, size_t len,
                        struct error **errp);
-int qcow2_vmstate_discard(struct block_node *node, struct error **errp);
 int qcow2_snapshot_vmstate_read(struct block_node *node, const char *name_or_id, uint64_t pos,
                                 void *buf, size_t len, struct error **errp);
 int qcow2_snapshot_vmstate_map(struct block_node *node, const char *name_or_id, uint64_t pos,

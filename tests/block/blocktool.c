@@ -25,6 +25,10 @@
  *   vm-write POS LEN POOLOFF | vm-read POS LEN | vm-discard
  *   snap-vmread NAME POS LEN     ok crc=XXXXXXXX
  *   snap-vmmap NAME POS LEN      "extent POS LEN data|zero|unmappable HOSTOFF" lines
+ *   use NODE                     make another node current
+ *   txn-create NAME | txn-goto NAME | txn-delete NAME
+ *                                prepare a transaction on the current node: "ok txn=K"
+ *   txn-commit K | txn-abort K | txn-finish K
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -43,7 +47,62 @@ struct tool {
     uint8_t *pool;
     size_t pool_len;
     uint64_t vm_end; /* end of the vmstate written since the last snapshot/discard */
+    struct block_txn *txns[16];
+    size_t n_txns;
 };
+
+/* The transaction commands (multi-node snapshot operations). */
+static int cmd_txn(struct tool *t, const char *c, const char *arg, struct error **errp)
+{
+    if (!strncmp(c, "txn-create", 10) || !strcmp(c, "txn-goto") || !strcmp(c, "txn-delete")) {
+        if (t->n_txns == 16) {
+            error_setg(errp, "too many transactions");
+            return -1;
+        }
+        struct block_txn *txn = NULL;
+        int rc;
+        if (!strcmp(c, "txn-create")) {
+            struct block_snapshot_info info;
+            memset(&info, 0, sizeof(info));
+            if (strlen(arg) >= sizeof(info.name)) {
+                error_setg(errp, "name too long for blocktool");
+                return -1;
+            }
+            strcpy(info.name, arg);
+            info.vm_state_size = t->vm_end;
+            rc = block_snapshot_create_prepare(t->node, &info, &txn, errp);
+        } else if (!strcmp(c, "txn-goto")) {
+            rc = block_snapshot_goto_prepare(t->node, arg, &txn, errp);
+        } else {
+            rc = block_snapshot_delete_prepare(t->node, arg, &txn, errp);
+        }
+        if (rc < 0) {
+            return -1;
+        }
+        t->txns[t->n_txns] = txn;
+        printf("ok txn=%zu\n", t->n_txns++);
+        return 0;
+    }
+    size_t k = strtoul(arg, NULL, 0);
+    if (k >= t->n_txns || !t->txns[k]) {
+        error_setg(errp, "no transaction %zu", k);
+        return -1;
+    }
+    int rc = 0;
+    if (!strcmp(c, "txn-commit")) {
+        rc = block_snapshot_txn_commit(t->txns[k], errp);
+    } else if (!strcmp(c, "txn-abort")) {
+        rc = block_snapshot_txn_abort(t->txns[k], errp);
+        t->txns[k] = NULL;
+    } else {
+        block_snapshot_txn_finish(t->txns[k]);
+        t->txns[k] = NULL;
+    }
+    if (rc == 0) {
+        printf("ok\n");
+    }
+    return rc;
+}
 
 static int add_node(struct tool *t, const char *opts_str, struct error **errp)
 {
@@ -258,6 +317,21 @@ static int run_command(struct tool *t, int argc, char **argv, struct error **err
     if (!t->node) {
         error_setg(errp, "no node: give --blockdev");
         return -1;
+    }
+    if (!strcmp(c, "use")) {
+        NEED(1);
+        struct block_node *n = block_graph_find(t->graph, argv[1]);
+        if (!n) {
+            error_setg(errp, "no node '%s'", argv[1]);
+            return -1;
+        }
+        t->node = n;
+        printf("ok\n");
+        return 0;
+    }
+    if (!strncmp(c, "txn-", 4)) {
+        NEED(1);
+        return cmd_txn(t, c, argv[1], errp);
     }
     if (!strcmp(c, "info")) {
         printf("ok driver=%s length=%" PRIu64 " cluster=%u\n", block_node_driver(t->node),
