@@ -149,18 +149,18 @@ void qcow2_cache_mark_dirty(struct qcow2_cache *c, uint8_t *data, uint64_t lo, u
 
 int qcow2_cache_write_dirty(struct qcow2_state *s, struct qcow2_cache *c, struct error **errp)
 {
+    /* An entry whose write fails stays dirty (and pinned): the cached copy is
+     * the truth the caller decided on, and the next call writes it again. */
     int rc = 0;
     for (size_t i = 0; i < c->count; i++) {
         struct qcow2_cache_entry *e = &c->entries[i];
         if (!e->dirty) {
             continue;
         }
-        if (rc == 0) {
-            rc = qcow2_file_pwrite(s, e->offset + e->dirty_lo, e->data + e->dirty_lo,
-                                   e->dirty_hi - e->dirty_lo, errp);
-        }
-        if (rc < 0) {
-            e->offset = 0; /* the cached copy no longer matches the file */
+        if (qcow2_file_pwrite(s, e->offset + e->dirty_lo, e->data + e->dirty_lo,
+                              e->dirty_hi - e->dirty_lo, rc < 0 ? NULL : errp) < 0) {
+            rc = -1;
+            continue;
         }
         e->dirty = false;
         e->pins--;

@@ -610,6 +610,9 @@ static int fix_l2_copied(struct qcow2_state *s, uint64_t l2off, struct error **e
         rc = qcow2_file_pwrite(s, l2off, l2, s->cluster_size, errp);
     }
     qcow2_cache_put(&s->l2_cache, l2);
+    if (rc < 0 && changed) {
+        qcow2_cache_forget(&s->l2_cache, l2off); /* not what the file holds: re-read */
+    }
     return rc;
 }
 
@@ -642,9 +645,12 @@ int qcow2_fix_copied(struct qcow2_state *s, struct error **errp)
     if (qcow2_fix_copied_table(s, s->l1, s->l1_size, &l1_changed, errp) < 0) {
         return -1;
     }
-    if (l1_changed &&
+    /* A failed write is retried by the next call (the flags in memory are right). */
+    if ((l1_changed || s->l1_write_pending) &&
         qcow2_write_table(s, s->l1_offset, s->l1, s->l1_size, (uint64_t)s->l1_size * 8, errp) < 0) {
+        s->l1_write_pending = true;
         return -1;
     }
+    s->l1_write_pending = false;
     return 0;
 }

@@ -448,8 +448,15 @@ int qcow2_update_l1_refcounts(struct qcow2_state *s, const uint64_t *l1, uint32_
     int rc = done < 0 ? -1 : 0;
     if (outer) {
         s->rb_batch = false;
-        if (qcow2_cache_write_dirty(s, &s->rb_cache, rc < 0 ? NULL : errp) < 0) {
+        if (qcow2_cache_write_dirty(s, &s->rb_cache, rc < 0 ? NULL : errp) < 0 && rc == 0) {
+            /* Some refcount blocks may be on disk with the change, others not:
+             * undo the whole walk in memory, and write every block again (the
+             * ones not written then simply get their old contents back). */
             rc = -1;
+            s->rb_batch = true;
+            walk_l1(s, l1, from, to, -delta, -1, NULL);
+            s->rb_batch = false;
+            qcow2_cache_write_dirty(s, &s->rb_cache, NULL);
         }
     }
     return rc;

@@ -331,7 +331,8 @@ struct qcow2_txn {
     size_t n_old_runs;
     uint64_t *drop_l1;
     uint32_t drop_from, drop_to;
-    bool fix_copied_after; /* refcounts fall in finish: re-establish COPIED flags */
+    bool fix_copied_after;  /* refcounts fall in finish: re-establish COPIED flags */
+    bool copied_after_undo; /* raised refcounts were lowered again: the same */
 };
 
 static void add_run(struct cluster_run *runs, size_t *n, uint64_t off, uint64_t clusters)
@@ -458,22 +459,46 @@ static void txn_free(struct qcow2_txn *t)
 }
 
 /* Undo what prepare did (nothing on disk refers to it).  Failures only leak. */
-static void undo_prepare(struct qcow2_state *s, struct qcow2_txn *t)
+static int undo_step_free(struct qcow2_state *s, struct qcow2_txn *t)
 {
     for (size_t i = 0; i < t->n_new_runs; i++) {
-        if (qcow2_free_clusters(s, t->new_runs[i].off, t->new_runs[i].n, NULL) < 0) {
-            log_warn("node '%s': %s: could not free %llu clusters at %#llx (leaked)", s->node->name,
-                     t->what, (unsigned long long)t->new_runs[i].n,
-                     (unsigned long long)t->new_runs[i].off);
+        struct cluster_run *r = &t->new_runs[i];
+        while (r->n) {
+            if (qcow2_free_clusters(s, r->off, 1, NULL) < 0) {
+                return -1;
+            }
+            r->off += s->cluster_size;
+            r->n--;
         }
     }
+    return 0;
+}
+
+static int undo_step_lower(struct qcow2_state *s, struct qcow2_txn *t)
+{
     if (t->raised_l1 && qcow2_update_l1_refcounts(s, t->raised_l1, 0, t->raised_to, -1, NULL) < 0) {
-        log_warn("node '%s': %s: could not lower raised refcounts (leaked clusters)", s->node->name,
-                 t->what);
+        return -1;
     }
-    if (t->raised_l1 && qcow2_fix_copied(s, NULL) < 0 && qcow2_fix_copied(s, NULL) < 0) {
-        log_warn("node '%s': %s: could not restore COPIED flags", s->node->name, t->what);
-    }
+    free(t->raised_l1);
+    t->raised_l1 = NULL;
+    t->copied_after_undo = true;
+    return 0;
+}
+
+static int undo_step_copied(struct qcow2_state *s, struct qcow2_txn *t)
+{
+    return t->copied_after_undo ? qcow2_fix_copied(s, NULL) : 0;
+}
+
+static void cleanup_step(struct qcow2_state *s, struct qcow2_txn *t, int rc1,
+                         int (*again)(struct qcow2_state *, struct qcow2_txn *), const char *what);
+
+/* Undo what prepare did (nothing on disk refers to it).  Failures only leak. */
+static void undo_prepare(struct qcow2_state *s, struct qcow2_txn *t)
+{
+    cleanup_step(s, t, undo_step_free(s, t), undo_step_free, "freeing the new tables");
+    cleanup_step(s, t, undo_step_lower(s, t), undo_step_lower, "lowering the raised refcounts");
+    cleanup_step(s, t, undo_step_copied(s, t), undo_step_copied, "restoring COPIED flags");
 }
 
 static int busy(struct qcow2_state *s, struct error **errp)
@@ -654,16 +679,18 @@ static int step_drop(struct qcow2_state *s, struct qcow2_txn *t)
 
 static int step_free(struct qcow2_state *s, struct qcow2_txn *t)
 {
-    int rc = 0;
+    /* Cluster by cluster, remembering progress: a retry never frees twice. */
     for (size_t i = 0; i < t->n_old_runs; i++) {
-        if (t->old_runs[i].n &&
-            qcow2_free_clusters(s, t->old_runs[i].off, t->old_runs[i].n, NULL) < 0) {
-            rc = -1;
-        } else {
-            t->old_runs[i].n = 0; /* done: never twice */
+        struct cluster_run *r = &t->old_runs[i];
+        while (r->n) {
+            if (qcow2_free_clusters(s, r->off, 1, NULL) < 0) {
+                return -1;
+            }
+            r->off += s->cluster_size;
+            r->n--;
         }
     }
-    return rc;
+    return 0;
 }
 
 static int step_copied(struct qcow2_state *s, struct qcow2_txn *t)
@@ -691,14 +718,9 @@ void qcow2_txn_finish(struct block_node *node, void *txn)
         txn_free(t);
         return;
     }
-    int rc = step_drop(s, t);
-    if (rc < 0) {
-        /* A failed batch may have written part of the drops: retrying
-         * could drop twice, so leave the rest leaked. */
-        log_warn("node '%s': %s: could not drop the old references (leaked clusters, "
-                 "reclaimed by the next writable open)",
-                 node->name, t->what);
-    }
+    /* A failed refcount walk is undone whole (qcow2_update_l1_refcounts),
+     * so trying it again cannot drop anything twice. */
+    cleanup_step(s, t, step_drop(s, t), step_drop, "dropping the old references");
     cleanup_step(s, t, step_free(s, t), step_free, "freeing the old tables");
     cleanup_step(s, t, step_copied(s, t), step_copied, "updating COPIED flags");
     txn_free(t);

@@ -152,6 +152,7 @@ struct qcow2_state {
 
     struct qcow2_txn *txn; /* the snapshot operation between prepare and finish/abort */
     bool broken;           /* an I/O error left the metadata state unknown: no writes */
+    bool l1_write_pending; /* COPIED flags of the active L1 changed but not yet written */
 
     uint8_t *cbuf;       /* scratch for compressed input */
     uint8_t *dbuf;       /* one decompressed cluster */
