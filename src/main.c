@@ -113,7 +113,8 @@ static void machine_event_to_monitor(void *opaque, const char *event, json_t *da
 /* -loadvm TAG: the whole VM state comes from the snapshot before any vCPU runs. */
 static int load_initial_snapshot(struct machine *m, const char *tag, struct error **errp)
 {
-    struct snapshot_request req = {.api = SNAPSHOT_API_SEED, .tag = tag};
+    struct snapshot_request req = {
+            .api = SNAPSHOT_API_SEED, .tag = tag, .origin = SNAPSHOT_ORIGIN_CMDLINE};
     json_t *result = NULL;
     if (vm_snapshot_load(m, &req, NULL, &result, errp) < 0) {
         error_prepend(errp, "-loadvm %s", tag);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "block/block.h"
+#include "snapshot/describe.h"
 #include "snapshot/devstate.h"
 #include "snapshot/ram.h"
 #include "snapshot/restore.h"
@@ -151,10 +152,10 @@ int vm_snapshot_load(struct machine *m, const struct snapshot_request *req,
                      const struct snapshot_progress *progress, json_t **result, struct error **errp)
 {
     struct load_ctx ctx = {.m = m, .req = req};
+    struct description *desc = NULL; /* the snapshot's record (describe.h), if it has one */
     int rc = -1;
     if (check_tag(req->tag, errp) < 0 ||
-        snapshot_select(machine_block_graph(m), req->api, &req->nodes, req->vmstate,
-                        req->vmstate != NULL, &ctx.targets, errp) < 0 ||
+        describe_select_load(m, req, &ctx.targets, &desc, errp) < 0 ||
         require_tag_everywhere(&ctx.targets, req->tag, errp) < 0 ||
         find_vmstate_node(&ctx, errp) < 0 || read_and_check_vmstate(&ctx, errp) < 0) {
         goto out;
@@ -166,10 +167,12 @@ int vm_snapshot_load(struct machine *m, const struct snapshot_request *req,
     rc = apply_snapshot(&ctx, progress, errp);
     pause_end(&ps);
     if (rc == 0) {
+        describe_set_current(m, &ctx.targets, desc); /* the VM is at it now */
         *result = json_pack("{s:s, s:s, s:o}", "tag", req->tag, "vmstate",
                             block_node_name(ctx.vmstate), "devices", node_names(&ctx.targets));
     }
 out:
+    describe_free(desc);
     free(ctx.records);
     free(ctx.devices);
     return rc;

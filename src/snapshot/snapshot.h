@@ -26,9 +26,10 @@ struct machine;
 struct snapshot_request {
     enum snapshot_api api;
     const char *tag;
-    const char *vmstate;    /* may be NULL */
-    struct name_list nodes; /* `exclude` (seed API) or `devices` (job API) */
-    bool replace;           /* HMP savevm: an existing tag is replaced */
+    const char *vmstate;         /* may be NULL */
+    struct name_list nodes;      /* `exclude` (seed API) or `devices` (job API) */
+    bool replace;                /* HMP savevm: an existing tag is replaced */
+    enum snapshot_origin origin; /* who asked: errors suggest only what it can do */
 };
 
 /* Progress and cancellation hooks (all optional). */
