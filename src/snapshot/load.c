@@ -127,10 +127,11 @@ int read_and_check_vmstate(struct load_ctx *ctx, struct error **errp)
  * and vCPUs, whose records were fully checked beforehand.
  */
 static int apply_snapshot(struct load_ctx *ctx, const struct snapshot_progress *progress,
-                          struct error **errp)
+                          bool *changed, struct error **errp)
 {
     const char *tag = ctx->req->tag;
     for (size_t i = 0; i < ctx->targets.count; i++) {
+        *changed = i > 0;
         if (block_snapshot_goto(ctx->targets.nodes[i], tag, errp) < 0) {
             error_prepend(errp, "reverting node '%s' to snapshot '%s'%s",
                           block_node_name(ctx->targets.nodes[i]), tag,
@@ -138,6 +139,7 @@ static int apply_snapshot(struct load_ctx *ctx, const struct snapshot_progress *
             return -1;
         }
     }
+    *changed = true;
     uint64_t ram_size;
     machine_ram(ctx->m, &ram_size);
     progress_total(progress, ram_size);
@@ -160,12 +162,16 @@ int vm_snapshot_load(struct machine *m, const struct snapshot_request *req,
         find_vmstate_node(&ctx, errp) < 0 || read_and_check_vmstate(&ctx, errp) < 0) {
         goto out;
     }
-    struct pause_scope ps;
-    if (pause_begin(&ps, m, RUN_STATE_RESTORE_VM, errp) < 0) {
+    if (machine_snapshot_pause(m, RUN_STATE_RESTORE_VM, errp) < 0) {
         goto out;
     }
-    rc = apply_snapshot(&ctx, progress, errp);
-    pause_end(&ps);
+    bool changed = false;
+    struct error *err = NULL;
+    rc = apply_snapshot(&ctx, progress, &changed, &err);
+    machine_snapshot_resume(m, rc < 0 && changed ? err->message : NULL);
+    if (rc < 0) {
+        error_propagate(errp, err);
+    }
     if (rc == 0) {
         describe_set_current(m, &ctx.targets, desc); /* the VM is at it now */
         *result = json_pack("{s:s, s:s, s:o}", "tag", req->tag, "vmstate",

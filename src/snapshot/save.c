@@ -400,10 +400,9 @@ int vm_snapshot_save(struct machine *m, const struct snapshot_request *req,
         goto out;
     }
     if (precopy(&ctx, errp) == 0) {
-        struct pause_scope ps;
-        if (pause_begin(&ps, m, RUN_STATE_SAVE_VM, errp) == 0) {
+        if (machine_snapshot_pause(m, RUN_STATE_SAVE_VM, errp) == 0) {
             rc = final_pass(&ctx, result, errp);
-            pause_end(&ps);
+            machine_snapshot_resume(m, NULL);
         }
         if (rc == 0) {
             /* After the commit and outside the pause: it never fails the save. */

@@ -1,6 +1,6 @@
 /*
  * Whole-VM snapshot operations (see snapshot.h): what save (save.c), load
- * (load.c) and query (query.c) share -- tag checks, the pause scope,
+ * (load.c) and query (query.c) share -- tag checks and
  * progress hooks -- and delete, the simplest of the operations.
  */
 #include "snapshot/snapshot.h"
@@ -94,28 +94,9 @@ void progress_advance(const struct snapshot_progress *p, uint64_t bytes)
     }
 }
 
-int pause_begin(struct pause_scope *ps, struct machine *m, enum run_state during,
-                struct error **errp)
+void vm_snapshot_forget(struct machine *m)
 {
-    ps->m = m;
-    ps->was_running = machine_is_running(m);
-    if (machine_pause_vcpus(m, errp) < 0) {
-        return -1;
-    }
-    ps->previous = machine_set_run_state(m, during);
-    if (ps->was_running) {
-        machine_emit_event(m, "STOP", NULL);
-    }
-    return 0;
-}
-
-void pause_end(struct pause_scope *ps)
-{
-    machine_set_run_state(ps->m, ps->previous);
-    machine_resume_vcpus(ps->m);
-    if (ps->was_running) {
-        machine_emit_event(ps->m, "RESUME", NULL);
-    }
+    restore_forget(m);
 }
 
 /* ------------------------------------------------------------------ */

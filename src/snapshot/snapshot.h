@@ -53,6 +53,12 @@ int vm_snapshot_load(struct machine *m, const struct snapshot_request *req,
 int vm_snapshot_delete(struct machine *m, const struct snapshot_request *req, json_t **result,
                        struct error **errp);
 
+/*
+ * The machine is about to be freed: drop what the snapshot layer keeps
+ * about it (the record of RAM mapped from images by instant restore).
+ */
+void vm_snapshot_forget(struct machine *m);
+
 /* The VM-level snapshot list (query-snapshots). */
 json_t *vm_snapshot_query(struct machine *m, struct error **errp);
 
