@@ -113,16 +113,9 @@ static void machine_event_to_monitor(void *opaque, const char *event, json_t *da
 /* -loadvm TAG: the whole VM state comes from the snapshot before any vCPU runs. */
 static int load_initial_snapshot(struct machine *m, const char *tag, struct error **errp)
 {
-    struct snapshot_request req = {
-            .api = SNAPSHOT_API_SEED, .tag = tag, .origin = SNAPSHOT_ORIGIN_CMDLINE};
+    struct snapshot_request req = {.api = SNAPSHOT_API_SEED, .tag = tag};
     json_t *result = NULL;
-    /* The monitor is already listening: a QMP savevm must wait its turn. */
-    int rc = machine_snapshot_claim(m, errp);
-    if (rc == 0) {
-        rc = vm_snapshot_load(m, &req, NULL, &result, errp);
-        machine_snapshot_release(m);
-    }
-    if (rc < 0) {
+    if (vm_snapshot_load(m, &req, NULL, &result, errp) < 0) {
         error_prepend(errp, "-loadvm %s", tag);
         return -1;
     }
@@ -203,9 +196,6 @@ out:
      * deferred commands finish, clients get their last replies and events.
      * It is freed after the machine, whose threads may emit events until then. */
     monitor_stop(mon);
-    if (m) {
-        vm_snapshot_forget(m);
-    }
     machine_free(m);
     monitor_free(mon);
     if (cfg.pidfile && status == 0) {

@@ -104,6 +104,18 @@ static struct snapshot_call *call_new(struct qmp_request *req, enum snapshot_op 
     call->req.tag = call->tag;
     call->req.vmstate = json_string_value(json_object_get(args, "vmstate"));
     const char *list_arg = api == SNAPSHOT_API_SEED ? "exclude" : "devices";
+    if (api == SNAPSHOT_API_JOB && !json_object_get(args, "devices")) {
+        /* snapvm's extension of the job API: without `devices`, the seed's
+         * rules choose the nodes (every writable top-level node minus
+         * `exclude`) and the default vmstate node, so that a client gets a
+         * job's progress with savevm's selection and errors (snapvm-ctl). */
+        call->req.api = SNAPSHOT_API_SEED;
+        list_arg = "exclude";
+    } else if (api == SNAPSHOT_API_JOB && json_object_get(args, "exclude")) {
+        error_setg(errp, "'devices' and 'exclude' cannot be used together");
+        call_free(call);
+        return NULL;
+    }
     if (take_names(call, json_object_get(args, list_arg), list_arg, errp) < 0) {
         call_free(call);
         return NULL;
@@ -345,7 +357,6 @@ static json_t *hmp_call(struct qmp_request *req, enum snapshot_op op, const char
     if (call) {
         call->hmp = true;
         call->req.replace = replace;
-        call->req.origin = SNAPSHOT_ORIGIN_HMP; /* errors suggest only what HMP can do */
     }
     return start_deferred(req, call, errp);
 }

@@ -1,15 +1,35 @@
-"""snapvm-ctl, the command-line QMP client, against a running snapvm."""
+"""snapvm-ctl, the command-line client, against a real snapvm on real KVM over
+real sockets: every command, its help, its errors (the server's message
+unchanged), the plain, --json and terminal (pseudo-terminal) progress of
+snapshot jobs, and the interactive shell under a pseudo-terminal."""
 import json
 import os
+import pty
+import re
+import select
+import signal
 import socket
 import subprocess
+import time
 
 import pytest
 
-from qmp import ROOT, SnapVM
+from qmp import QMP, ROOT, SnapVM
+from snapshot_vm import Disk, Guest, qemu_img_check, qemu_img_snapshots
 
 pytestmark = pytest.mark.kvm
 CTL = os.path.join(ROOT, "build", "snapvm-ctl")
+COMMANDS = ["status", "stop", "cont", "quit", "snapshot-create", "snapshot-list",
+            "snapshot-revert", "snapshot-delete", "snapshot-info", "nodes", "events", "qmp",
+            "hmp", "shell", "help"]
+
+
+def ctl(*args, env=None, timeout=30):
+    e = dict(os.environ)
+    e.pop("SNAPVM_QMP", None)
+    e.update(env or {})
+    return subprocess.run([CTL, *args], capture_output=True, text=True, timeout=timeout, env=e,
+                          stdin=subprocess.DEVNULL)
 
 
 @pytest.fixture(scope="module")
@@ -18,9 +38,23 @@ def vm():
         yield vm
 
 
-def ctl(*args):
-    return subprocess.run([CTL, *args], capture_output=True, text=True, timeout=20)
+def disks():
+    # a qcow2 disk and a writable raw varstore, as a UEFI VM has
+    return [Disk("disk0", "qcow2", "64M"), Disk("vars", "raw", "1M", attach=False)]
 
+
+@pytest.fixture
+def guest(tmp_path):
+    g = Guest(tmp_path, disks=disks(), mem="128", extra=["-append", "tick_ms=50"]).start()
+    yield g
+    g.stop()
+
+
+def sock(g):
+    return f"unix:{g.sock}"
+
+
+# ---- raw QMP (the old interface, kept) ----
 
 def test_prints_return_as_json(vm):
     r = ctl("-s", f"unix:{vm.sock}", "query-status")
@@ -28,26 +62,34 @@ def test_prints_return_as_json(vm):
     assert json.loads(r.stdout) == {"running": False, "singlestep": False, "status": "prelaunch"}
     r = ctl("-c", "-s", f"unix:{vm.sock}", "query-jobs")
     assert r.stdout == "[]\n"
+    r = ctl("--qmp", vm.sock, "-c", "qmp", "query-jobs")
+    assert r.stdout == "[]\n"
 
 
 def test_key_value_arguments_are_typed_by_the_schema(vm):
-    r = ctl("-s", f"unix:{vm.sock}", "human-monitor-command", "command-line=info status")
+    r = ctl("-s", f"unix:{vm.sock}", "qmp", "human-monitor-command", "command-line=info status")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == "VM status: paused (prelaunch)\r\n"
     # "on" becomes true where the schema wants a boolean
-    r = ctl("-s", f"unix:{vm.sock}", "query-named-block-nodes", "flat=on")
+    r = ctl("-s", f"unix:{vm.sock}", "qmp", "query-named-block-nodes", "flat=on")
     assert r.returncode == 0, r.stderr
     # a string argument stays a string even if it looks like a number
-    r = ctl("-s", f"unix:{vm.sock}", "job-cancel", "id=123")
+    r = ctl("-s", f"unix:{vm.sock}", "qmp", "job-cancel", "id=123")
     assert r.returncode == 1
     assert r.stderr == "GenericError: Job '123' not found\n"
+    # an array from a comma list
+    r = ctl("-s", f"unix:{vm.sock}", "qmp", "savevm", "tag=x", "exclude=a,b")
+    assert r.returncode == 1
+    assert r.stderr == "DeviceNotFound: 'exclude' names no block node: 'a'\n"
 
 
 def test_json_arguments(vm):
-    r = ctl("-s", f"unix:{vm.sock}", "human-monitor-command",
+    r = ctl("-s", f"unix:{vm.sock}", "qmp", "human-monitor-command",
             '{"command-line": "info status", "cpu-index": 0}')
     assert r.returncode == 0, r.stderr
     assert "prelaunch" in json.loads(r.stdout)
+    r = ctl("-s", f"unix:{vm.sock}", "qmp", "query-status", "{not json")
+    assert r.returncode == 2 and "not a JSON object" in r.stderr
 
 
 def test_errors_exit_1_with_class_and_desc(vm):
@@ -58,15 +100,47 @@ def test_errors_exit_1_with_class_and_desc(vm):
     r = ctl("-s", f"unix:{vm.sock}", "job-cancel")
     assert r.returncode == 1
     assert r.stderr == "GenericError: Parameter 'id' is missing\n"
+    r = ctl("-s", f"unix:{vm.sock}", "--json", "qmp", "job-cancel")
+    assert r.returncode == 1
+    assert json.loads(r.stdout) == {"error": {"class": "GenericError",
+                                              "desc": "Parameter 'id' is missing"}}
 
 
-def test_usage_and_connection_errors(tmp_path):
-    r = ctl("query-status")
-    assert r.returncode == 2 and "usage" in r.stderr
-    r = ctl("-s", f"unix:{tmp_path}/none.sock", "query-status")
-    assert r.returncode == 2 and "cannot connect" in r.stderr
-    r = ctl("-s", "pipe:x", "query-status")
+# ---- connection and usage ----
+
+def test_usage_and_connection_errors(tmp_path, vm):
+    r = ctl("status")
+    assert r.returncode == 2 and "no QMP socket: give --qmp ADDRESS or set SNAPVM_QMP" in r.stderr
+    r = ctl("-s", f"unix:{tmp_path}/none.sock", "status")
     assert r.returncode == 2
+    assert r.stderr.startswith(f"snapvm-ctl: cannot connect to unix:{tmp_path}/none.sock: ")
+    r = ctl("--qmp", f"{tmp_path}/none.sock", "status")
+    assert r.returncode == 2 and f"unix:{tmp_path}/none.sock" in r.stderr
+    r = ctl()
+    assert r.returncode == 2 and "a COMMAND is required" in r.stderr and "usage:" in r.stderr
+    r = ctl("--bogus", "status")
+    assert r.returncode == 2 and "unknown option '--bogus'" in r.stderr
+    r = ctl("--qmp")
+    assert r.returncode == 2 and "needs an argument" in r.stderr
+    for cmd in ("snapshot-create", "snapshot-revert", "snapshot-delete", "snapshot-info"):
+        r = ctl("--qmp", vm.sock, cmd)
+        assert r.returncode == 2, cmd
+        assert r.stderr == f"snapvm-ctl: {cmd}: a snapshot TAG is required " \
+                           f"(snapvm-ctl {cmd} --help)\n"
+    r = ctl("--qmp", vm.sock, "snapshot-delete", "t", "--vmstate", "disk0")
+    assert r.returncode == 2 and "--vmstate does not apply" in r.stderr
+    r = ctl("--qmp", vm.sock, "status", "extra")
+    assert r.returncode == 2 and "unexpected argument 'extra'" in r.stderr
+    r = ctl("--qmp", vm.sock, "events", "--count", "x")
+    assert r.returncode == 2 and "--count wants a positive number" in r.stderr
+
+
+def test_address_forms_and_environment(vm):
+    for addr in (vm.sock, f"unix:{vm.sock}"):
+        r = ctl("--qmp", addr, "status")
+        assert (r.returncode, r.stdout) == (0, "VM status: paused (prelaunch)\n"), r.stderr
+    r = ctl("status", env={"SNAPVM_QMP": vm.sock})
+    assert r.returncode == 0 and "prelaunch" in r.stdout
 
 
 def test_tcp(tmp_path):
@@ -78,3 +152,378 @@ def test_tcp(tmp_path):
         r = ctl("-s", f"tcp:127.0.0.1:{port}", "query-version")
         assert r.returncode == 0, r.stderr
         assert "qemu" in json.loads(r.stdout)
+        r = ctl("--qmp", f"127.0.0.1:{port}", "status")
+        assert r.returncode == 0 and "prelaunch" in r.stdout, r.stderr
+
+
+# ---- help ----
+
+def test_program_help_lists_every_command():
+    r = ctl("--help")
+    assert r.returncode == 0 and r.stderr == ""
+    assert r.stdout.startswith("usage: snapvm-ctl [--qmp ADDRESS] [--json] [-c] COMMAND")
+    listed = re.findall(r"^  ([a-z-]+)  +\S", r.stdout.split("commands:\n")[1], re.M)
+    assert listed == COMMANDS
+    assert ctl("help").stdout == r.stdout
+    assert ctl("--version").stdout == "snapvm-ctl version 0.1.0\n"
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_help_of_every_command(cmd):
+    # no socket needed, nothing is sent
+    r = ctl(cmd, "--help")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"usage: snapvm-ctl [OPTIONS] {cmd}")
+    assert f"\n\n{cmd}: " in r.stdout
+    assert ctl("help", cmd).stdout == r.stdout
+    assert ctl(cmd, "-h").stdout == r.stdout
+
+
+# ---- machine commands and events ----
+
+def test_status_stop_cont_and_events(guest):
+    assert ctl("--qmp", sock(guest), "status").stdout == "VM status: running\n"
+    events = subprocess.Popen([CTL, "--qmp", sock(guest), "events", "--count", "2"],
+                              stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)  # let it connect
+    r = ctl("--qmp", sock(guest), "stop")
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
+    assert ctl("--qmp", sock(guest), "status").stdout == "VM status: paused\n"
+    assert json.loads(ctl("--qmp", sock(guest), "--json", "status").stdout)["status"] == "paused"
+    r = ctl("--qmp", sock(guest), "cont")
+    assert r.returncode == 0
+    out, _ = events.communicate(timeout=10)
+    assert events.returncode == 0
+    lines = out.splitlines()
+    assert [re.sub(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} ", "", ln) for ln in lines] == \
+        ["STOP", "RESUME"], out
+    # --json and a filter on the event name
+    events = subprocess.Popen([CTL, "--qmp", sock(guest), "--json", "events", "--count", "1",
+                               "resume"], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    ctl("--qmp", sock(guest), "stop")
+    ctl("--qmp", sock(guest), "cont")
+    out, _ = events.communicate(timeout=10)
+    ev = json.loads(out)
+    assert ev["event"] == "RESUME" and "seconds" in ev["timestamp"]
+
+
+def test_quit_ends_snapvm_and_events_sees_it(guest):
+    events = subprocess.Popen([CTL, "--qmp", sock(guest), "events"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    r = ctl("--qmp", sock(guest), "quit")
+    assert r.returncode == 0, r.stderr
+    assert guest.guest.proc.wait(timeout=10) == 0
+    out, err = events.communicate(timeout=10)
+    assert events.returncode == 0
+    assert out.rstrip().endswith("SHUTDOWN {\"guest\":false,\"reason\":\"host-qmp-quit\"}"), out
+    assert "closed the connection" in err
+
+
+# ---- snapshots ----
+
+def varstore_error(g):
+    """The server's own message when savevm meets the raw varstore."""
+    with pytest.raises(Exception) as e:
+        g.qmp.cmd("savevm", tag="probe")
+    return e.value.desc
+
+
+def test_create_fails_with_the_servers_message_unchanged(guest):
+    want = varstore_error(guest)
+    assert "Node 'vars' (raw, " in want and "'exclude'" in want
+    r = ctl("--qmp", sock(guest), "snapshot-create", "s1")
+    assert r.returncode == 1
+    assert r.stderr == f"snapvm-ctl: {want}\n"
+    # the plain progress lines show the job's life, and nothing was created
+    assert "saving 's1': created\n" in r.stdout and "saving 's1': concluded\n" in r.stdout
+    assert "Created" not in r.stdout
+    assert guest.qmp.cmd("query-snapshots") == []
+    assert guest.qmp.cmd("query-jobs") == []  # dismissed
+    r = ctl("--qmp", sock(guest), "--json", "snapshot-create", "s1")
+    assert r.returncode == 1
+    assert json.loads(r.stdout) == {"error": {"class": "GenericError", "desc": want}}
+    # an unknown node in --exclude: the server's words too
+    r = ctl("--qmp", sock(guest), "snapshot-create", "s1", "--exclude", "nosuch")
+    assert r.returncode == 1
+    assert r.stderr == "snapvm-ctl: 'exclude' names no block node: 'nosuch'\n"
+
+
+def test_create_list_info_revert_delete(guest, tmp_path):
+    q = sock(guest)
+    assert guest.guest.cmd("fill 7 16") == "ok"
+    before = guest.guest.sum()
+    r = ctl("--qmp", q, "snapshot-create", "s1", "--exclude", "vars")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    # plain lines (stdout is a pipe): the job's statuses in order, bytes, a summary
+    statuses = [ln.split(": ", 1)[1] for ln in lines
+                if re.match(r"^saving 's1': [a-z]+$", ln)]
+    assert statuses == ["created", "running", "waiting", "pending", "concluded"], r.stdout
+    assert any(re.match(r"^saving 's1': [\d.]+ [KMG]?i?B / [\d.]+ [KMG]iB \(\d+%\)", ln)
+               for ln in lines), r.stdout
+    assert re.match(r"^Created snapshot 's1' in \d+\.\d\ds: VM state [\d.]+ MiB(?: on disk0)?, "
+                    r"nodes disk0$", lines[-1]), lines[-1]
+    assert "s1" in qemu_img_snapshots(guest.disks[0].path(guest.tmp))
+
+    # --json: one document with the job and the snapshot
+    r = ctl("--qmp", q, "--json", "snapshot-create", "s2", "--exclude=vars", "--vmstate", "disk0")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["tag"] == "s2" and out["job"]["status"] == "concluded"
+    assert out["job"]["type"] == "snapshot-save"
+    assert out["job"]["current-progress"] == out["job"]["total-progress"] > 0
+    assert out["snapshot"]["nodes"] == ["disk0"]
+
+    # the table
+    r = ctl("--qmp", q, "snapshot-list")
+    assert r.returncode == 0, r.stderr
+    rows = r.stdout.splitlines()
+    assert re.split(r"\s{2,}", rows[0]) == ["TAG", "ID", "DATE", "VM SIZE", "STORED", "VM CLOCK",
+                                            "NODES", "LOADABLE", "CURRENT"]
+    listed = guest.qmp.cmd("query-snapshots")
+    assert [row.split()[0] for row in rows[1:]] == [s["tag"] for s in listed] == ["s1", "s2"]
+    for row, s in zip(rows[1:], listed):
+        assert f" {s['id']} " in row and " disk0 " in row
+        assert re.search(r"\d\d:\d\d:\d\d\.\d{3}", row)
+        stored = "stored-bytes" in s
+        assert ("STORED '-'" in r.stderr) != stored
+    assert json.loads(ctl("--qmp", q, "--json", "snapshot-list").stdout) == listed
+
+    # info
+    r = ctl("--qmp", q, "snapshot-info", "s1")
+    assert r.returncode == 0, r.stderr
+    info = dict(re.split(r":\s+", ln, 1) for ln in r.stdout.splitlines())
+    assert info["tag"] == "s1" and info["nodes"] == "disk0"
+    assert info["vm size"].endswith(f"({listed[0]['vm-state-size']} bytes)")
+    assert info["on disk0"].startswith("id 1, VM state ")
+    js = json.loads(ctl("--qmp", q, "--json", "snapshot-info", "s1").stdout)
+    assert js["tag"] == "s1" and js["node-records"][0]["node"] == "disk0"
+    r = ctl("--qmp", q, "snapshot-info", "nosuch")
+    assert (r.returncode, r.stderr) == (1, "snapvm-ctl: No snapshot 'nosuch' "
+                                           "(snapshot-list shows the tags)\n")
+
+    # revert brings RAM back
+    assert guest.guest.cmd("fill 8 16") == "ok"
+    assert guest.guest.sum() != before
+    r = ctl("--qmp", q, "snapshot-revert", "s1", "--exclude", "vars")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1].startswith("Reverted to snapshot 's1' in ")
+    guest.resync()
+    assert guest.guest.sum() == before
+    r = ctl("--qmp", q, "snapshot-revert", "nosuch", "--exclude", "vars")
+    assert r.returncode == 1 and "nosuch" in r.stderr
+
+    # delete
+    r = ctl("--qmp", q, "snapshot-delete", "s2", "--exclude", "vars")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1].startswith("Deleted snapshot 's2' in ")
+    assert [s["tag"] for s in guest.qmp.cmd("query-snapshots")] == ["s1"]
+    assert "s2" not in qemu_img_snapshots(guest.disks[0].path(guest.tmp))
+
+    # nodes: the qcow2 node holds one snapshot, the varstore none
+    r = ctl("--qmp", q, "nodes")
+    assert r.returncode == 0, r.stderr
+    head, *rows = r.stdout.splitlines()
+    assert re.split(r"\s{2,}", head) == ["NODE", "DRIVER", "SIZE", "ACCESS", "SNAPSHOTS",
+                                         "VM STATE", "FILE"]
+    by = {row.split()[0]: row.split() for row in rows}
+    assert by["disk0"][1:5] == ["qcow2", "64", "MiB", "rw"] and by["disk0"][5] == "1"
+    assert by["vars"][1:5] == ["raw", "1", "MiB", "rw"] and by["vars"][5] == "-"
+    assert json.loads(ctl("--qmp", q, "--json", "nodes").stdout) == \
+        guest.qmp.cmd("query-named-block-nodes")
+    guest.stop()
+    assert qemu_img_check(guest.disks[0].path(guest.tmp)) == (0, 0)
+
+
+def test_tree(guest):
+    q = sock(guest)
+    for tag in ("a", "b"):
+        assert ctl("--qmp", q, "snapshot-create", tag, "--exclude", "vars").returncode == 0
+    assert ctl("--qmp", q, "snapshot-revert", "a", "--exclude", "vars").returncode == 0
+    assert ctl("--qmp", q, "snapshot-create", "c", "--exclude", "vars").returncode == 0
+    r = ctl("--qmp", q, "snapshot-list", "--tree")
+    assert r.returncode == 0, r.stderr
+    listed = {s["tag"]: s for s in guest.qmp.cmd("query-snapshots")}
+    lines = r.stdout.splitlines()
+    if "parent" in listed["b"]:
+        # b and c are children of a; c (saved after the revert to a) is current
+        assert re.match(r"^a  ", lines[0])
+        assert re.match(r"^├── b  ", lines[1]) and "<- current" not in lines[1]
+        assert re.match(r"^└── c  .*  <- current$", lines[2])
+        assert len(lines) == 3 and "parents" not in r.stderr
+    else:
+        assert "does not report snapshot parents" in r.stderr
+        assert [ln.split()[0] for ln in lines] == ["a", "b", "c"]
+
+
+def test_progress_on_a_terminal(tmp_path):
+    with Guest(tmp_path, disks=disks(), mem="256") as g:
+        assert g.guest.cmd("fill 3 192") == "ok"  # RAM that has to be written
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.execv(CTL, [CTL, "--qmp", g.sock, "snapshot-create", "t", "--exclude", "vars"])
+        out = b""
+        while True:
+            r, _, _ = select.select([fd], [], [], 30)
+            assert r, f"no output: {out!r}"
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        _, status = os.waitpid(pid, 0)
+        text = out.decode()
+        assert os.WEXITSTATUS(status) == 0, text
+        frames = text.split("\r\x1b[K")[1:]
+        assert len(frames) >= 2, text  # redrawn in place
+        bars = [f for f in frames if re.match(r"^saving 't' \[[#.]{24}\] +\d+%  ", f)]
+        assert bars, text
+        last = bars[-1].split("\r\n")[0]
+        assert re.search(r"\[#{24}\] 100%  [\d.]+ MiB / [\d.]+ MiB  [\d.]+ [KMG]iB/s  \d+s left$",
+                         last), last
+        # no plain status lines on a terminal (a status is drawn in place until
+        # bytes are known); the summary after the bar
+        assert "saving 't': running\r\n" not in text
+        assert re.search(r"\r\nCreated snapshot 't' in \d+\.\d\ds", text), text
+        assert [s["tag"] for s in g.qmp.cmd("query-snapshots")] == ["t"]
+
+
+def test_hmp(vm):
+    r = ctl("--qmp", vm.sock, "hmp", "info", "status")
+    assert (r.returncode, r.stdout) == (0, "VM status: paused (prelaunch)\n")
+    # HMP's errors are text, as QEMU's: printed on stderr, exit 1
+    r = ctl("--qmp", vm.sock, "hmp", "loadvm")
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr.startswith("Error: loadvm")
+
+
+def test_job_api_without_devices_takes_the_seed_rules(guest):
+    """The extension snapvm-ctl uses: snapshot-save without devices and vmstate."""
+    q = guest.qmp
+    q.cmd("snapshot-save", job_id="j1", tag="x", exclude=["vars"])
+    assert "error" not in guest.wait_job("j1")
+    q.cmd("job-dismiss", id="j1")
+    assert [s["tag"] for s in q.cmd("query-snapshots")] == ["x"]
+    q.cmd("snapshot-save", job_id="j2", tag="y")
+    assert "add it to 'exclude'" in guest.wait_job("j2")["error"]
+    with pytest.raises(Exception) as e:
+        q.cmd("snapshot-save", job_id="j3", tag="z", devices=["disk0"], exclude=["vars"])
+    assert e.value.desc == "'devices' and 'exclude' cannot be used together"
+
+
+# ---- the shell, under a pseudo-terminal ----
+
+class Term:
+    """A program on a pseudo-terminal: type into it, read what it draws."""
+
+    def __init__(self, argv, env):
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:
+            os.execve(argv[0], argv, env)
+        self.out = b""
+        self.pos = 0  # where the last match ended
+
+    def expect(self, pattern, timeout=15):
+        """Read until `pattern` (a regex over the text after the last match)."""
+        deadline = time.monotonic() + timeout
+        start = self.pos
+        while True:
+            text = self.out[start:].decode(errors="replace")
+            m = re.search(pattern, text)
+            if m:
+                self.pos = start + len(text[:m.end()].encode())
+                return m
+            left = deadline - time.monotonic()
+            assert left > 0, f"no {pattern!r} in {self.out[start:]!r}"
+            r, _, _ = select.select([self.fd], [], [], left)
+            if r:
+                try:
+                    chunk = os.read(self.fd, 4096)
+                except OSError:
+                    chunk = b""
+                assert chunk, f"the program ended; no {pattern!r} in {self.out[start:]!r}"
+                self.out += chunk
+
+    def type(self, text):
+        os.write(self.fd, text.encode())
+
+    def wait(self, timeout=10):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                r, _, _ = select.select([self.fd], [], [], 0.1)
+                if r:
+                    self.out += os.read(self.fd, 4096)
+            except OSError:
+                pass
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                return os.WEXITSTATUS(status)
+        os.kill(self.pid, signal.SIGKILL)
+        raise AssertionError(f"the shell did not exit: {self.out[-300:]!r}")
+
+
+PROMPT = r"\(snapvm\) $"
+
+
+def test_shell(guest, tmp_path):
+    guest.qmp.cmd("savevm", tag="snap1", exclude=["vars"])
+    env = dict(os.environ, HOME=str(tmp_path), TERM="xterm")
+    env.pop("SNAPVM_QMP", None)
+    t = Term([CTL, "--qmp", guest.sock, "shell"], env)
+    t.expect(r"Connected to unix:.*Tab completes.*\n")
+    t.expect(PROMPT)
+    # completion of a command name from the schema, then run it
+    # (what the terminal shows of a completion is cursor moves: check effects)
+    t.type("query-sta\t\r")
+    t.expect(r'"status": "running"')
+    t.expect(PROMPT)
+    # completion of an argument name ("key=", no space after it) and a quoted value
+    t.type("human-monitor-command comm\t'info status'\r")
+    t.expect(r'"VM status: running\\r\\n"')
+    t.expect(PROMPT)
+    # HMP, with completion of its command names
+    t.type("hmp info snap\t\r")
+    t.expect(r"List of snapshots")
+    t.expect(r"snap1 ")
+    t.expect(PROMPT)
+    # history: up arrow recalls the last line
+    t.type("\x1b[A\r")
+    t.expect(r"List of snapshots")
+    t.expect(PROMPT)
+    # snapvm-ctl commands, with tags completed
+    t.type("snapshot-info sn\t\r")
+    t.expect(r"tag:\s+snap1")
+    t.expect(PROMPT)
+    # enum / boolean values of an argument
+    t.type("query-named-block-nodes flat=o\t\t")
+    t.expect(r"flat=off\s+flat=on")
+    t.type("n\r")
+    t.expect(r'"node-name": "disk0"')
+    t.expect(PROMPT)
+    # errors do not end the shell
+    t.type("job-cancel id=nope\r")
+    t.expect(r"GenericError: Job 'nope' not found")
+    t.expect(PROMPT)
+    # events are printed before the next prompt
+    guest.qmp.cmd("stop")
+    t.type("cont\r")
+    t.expect(r"event: \S+ \S+ STOP\r\n")
+    t.expect(PROMPT)
+    t.type("exit\r")
+    assert t.wait() == 0
+    # libedit's history file (it writes a space as \\040)
+    history = (tmp_path / ".snapvm-ctl_history").read_text().replace("\\040", " ")
+    assert "hmp info snapshots" in history and "job-cancel id=nope" in history
+    # the history is there for the next shell
+    t = Term([CTL, "--qmp", guest.sock, "shell"], env)
+    t.expect(PROMPT)
+    t.type("\x1b[A" * 3 + "\r")  # back over exit and cont: job-cancel id=nope
+    t.expect(r"GenericError: Job 'nope' not found")
+    t.expect(PROMPT)
+    t.type("\x04")  # Ctrl-D on an empty line ends the shell
+    assert t.wait() == 0
