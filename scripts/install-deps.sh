@@ -15,6 +15,7 @@ PACKAGES=(
     clang-format
     libedit-dev                                    # snapvm-ctl shell: line editing, history
     groff-base man-db                              # man pages: rendered and checked by the tests
+    linux-source-6.1 bc bison flex libelf-dev libssl-dev cpio   # the Linux test kernel (tests/linux)
 )
 
 missing=()

@@ -2,6 +2,8 @@
  * The board (see hw.h): COM1 first, then the PCI host bridge and the
  * virtio-blk-pci devices in command-line order, so device ids and PCI slots
  * are stable from one run to the next (snapshots depend on the ids).
+ * Everything here reaches the machine through the board interface
+ * (machine/board.h), never through its internals.
  */
 #include "hw/hw.h"
 
@@ -16,7 +18,7 @@
 #include "hw/serial.h"
 #include "hw/virtio_blk.h"
 #include "machine/cmdline.h"
-#include "machine/internal.h"
+#include "machine/board.h"
 
 int hw_create_devices(struct machine *m, const struct vm_config *cfg, struct error **errp)
 {
@@ -37,7 +39,7 @@ int hw_create_devices(struct machine *m, const struct vm_config *cfg, struct err
     {
         const char *drive = json_string_value(json_object_get(dev, "drive"));
         const char *id = json_string_value(json_object_get(dev, "id"));
-        struct block_node *node = m->blocks ? block_graph_find(m->blocks, drive) : NULL;
+        struct block_node *node = board_block_node(m, drive);
         if (!node) {
             error_setg(errp, "-device virtio-blk-pci: drive '%s' names no block node", drive);
             return -1;
@@ -68,11 +70,5 @@ int hw_create_devices(struct machine *m, const struct vm_config *cfg, struct err
 
 void hw_free_devices(struct machine *m)
 {
-    struct device *d = m->devices;
-    m->devices = m->devices_tail = NULL;
-    while (d) {
-        struct device *next = d->next;
-        d->ops->free(d);
-        d = next;
-    }
+    board_free_devices(m);
 }

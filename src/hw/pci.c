@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "machine/internal.h"
+#include "machine/board.h"
 #include "util/log.h"
 
 #define PCI_MAX_SLOTS   32
@@ -360,6 +360,11 @@ int pci_bus_plug(struct pci_bus *bus, struct pci_device *pd, struct error **errp
     pd->irq = (slot & 1) ? 10 : 11;
     pd->config[PCI_INTERRUPT_LINE] = (uint8_t)pd->irq;
     pd->config[PCI_INTERRUPT_PIN] = 1;
+    /* The wiring goes into the MP table that tells a Linux guest where
+     * INTA# lands on the IOAPIC. */
+    if (board_add_pci_irq(bus->host.dev.machine, slot, 1, pd->irq, errp) < 0) {
+        return -1;
+    }
     pd->slot = slot;
     pd->bus = bus;
     pthread_mutex_lock(&bus->lock);

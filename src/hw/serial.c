@@ -22,7 +22,7 @@
 #include <string.h>
 
 #include "hw/chardev.h"
-#include "machine/internal.h"
+#include "machine/board.h"
 
 #define COM1_BASE 0x3f8
 #define COM1_IRQ  4

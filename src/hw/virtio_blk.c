@@ -16,7 +16,7 @@
 
 #include "block/block.h"
 #include "hw/virtio_pci.h"
-#include "machine/internal.h"
+#include "machine/board.h"
 #include "util/log.h"
 
 #define VIRTIO_ID_BLOCK 2

@@ -11,7 +11,7 @@
 
 #include <string.h>
 
-#include "machine/internal.h"
+#include "machine/board.h"
 #include "util/log.h"
 
 #define BAR_SIZE    0x4000

@@ -1,8 +1,17 @@
 /*
- * Booting (a -kernel PVH ELF is loaded by pvh.c; its entry state is here).
- * The built-in guest: copy its flat image to 1 MiB, write the
- * boot-info page (RAM ranges, the -append string), build identity-mapped
- * page tables, and put the boot vCPU straight into 64-bit long mode.
+ * Booting: what is in guest RAM and in the boot vCPU when the guest starts.
+ *
+ * The built-in guest: copy its flat image to 1 MiB, write the boot-info page
+ * (RAM ranges, the -append string), build identity-mapped page tables, and
+ * put the boot vCPU straight into 64-bit long mode.
+ *
+ * -kernel: the file is a Linux bzImage (bzimage.c: the x86 boot protocol,
+ * entered at its 64-bit entry in long mode with the same page tables and a
+ * GDT with __BOOT_CS/__BOOT_DS) or a PVH ELF (pvh.c: entered in 32-bit
+ * protected mode).  Either way the guest also gets an MP table (mptable.c)
+ * for its CPUs and interrupt wiring, and one e820-style RAM map
+ * (boot_e820_map) that both protocols hand over.  The other vCPUs wait for
+ * INIT/SIPI in the in-kernel LAPIC (KVM starts them uninitialized).
  *
  * Entering long mode from the VMM (rather than from real mode in the guest)
  * matters on this host, where CPL0 guest code is emulated slowly: the guest
@@ -12,9 +21,13 @@
 #include "machine/internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "guest/abi.h"
 
@@ -74,6 +87,97 @@ static int build_page_tables(struct machine *m, struct error **errp)
     return 0;
 }
 
+/* Linux's 64-bit boot protocol wants flat __BOOT_CS at 0x10 and __BOOT_DS at
+ * 0x18 (boot_setup_bsp loads the matching hidden state). */
+#define LINUX_BOOT_CS 0x10
+#define LINUX_BOOT_DS 0x18
+
+static void write_linux_gdt(struct machine *m)
+{
+    uint64_t *gdt = gpa(m, GDT_ADDR, 32);
+    gdt[0] = gdt[1] = 0;
+    gdt[2] = 0x00af9b000000ffffULL; /* 64-bit code, execute/read, accessed */
+    gdt[3] = 0x00cf93000000ffffULL; /* flat data, read/write, accessed */
+}
+
+int boot_read_file(const char *opt, const char *path, uint8_t **data, size_t *len,
+                   struct error **errp)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        error_setg_errno(errp, errno, "%s: '%s'", opt, path);
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -1;
+    }
+    *len = (size_t)st.st_size;
+    *data = malloc(*len ? *len : 1);
+    if (!*data) {
+        abort();
+    }
+    size_t done = 0;
+    while (done < *len) {
+        ssize_t n = read(fd, *data + done, *len - done);
+        if (n <= 0) {
+            error_setg_errno(errp, n < 0 ? errno : EIO, "%s: cannot read '%s'", opt, path);
+            free(*data);
+            close(fd);
+            return -1;
+        }
+        done += (size_t)n;
+    }
+    close(fd);
+    return 0;
+}
+
+/*
+ * The RAM map: conventional memory below 640 KiB, the BIOS area
+ * 0xF0000-0xFFFFF reserved (it holds the MP table), RAM from 1 MiB to the
+ * end of low RAM, and the rest above 4 GiB.  The PCI hole, IOAPIC and LAPIC
+ * are not RAM and are not listed.
+ */
+unsigned boot_e820_map(const struct machine *m, struct boot_e820 *map)
+{
+    unsigned n = 0;
+    map[n++] = (struct boot_e820){0, 0xa0000, 1};
+    map[n++] = (struct boot_e820){0xf0000, 0x10000, 2};
+    map[n++] = (struct boot_e820){0x100000, m->ram.low_size - 0x100000, 1};
+    if (m->ram.size > m->ram.low_size) {
+        map[n++] = (struct boot_e820){GUEST_HIGH_RAM_BASE, m->ram.size - m->ram.low_size, 1};
+    }
+    return n;
+}
+
+static int load_kernel(struct machine *m, struct error **errp)
+{
+    uint8_t *f = NULL;
+    size_t len = 0;
+    if (boot_read_file("-kernel", m->kernel, &f, &len, errp) < 0) {
+        return -1;
+    }
+    int rc;
+    m->kernel_bzimage = bzimage_is_bzimage(f, len);
+    if (m->kernel_bzimage) {
+        rc = bzimage_load(m, f, len, &m->kernel_entry, errp);
+        if (rc == 0) {
+            rc = build_page_tables(m, errp);
+            write_linux_gdt(m);
+        }
+    } else if (pvh_is_elf(f, len)) {
+        rc = pvh_load(m, f, len, &m->kernel_entry, errp);
+    } else {
+        error_setg(errp,
+                   "-kernel: '%s' is neither a bzImage (no 'HdrS' setup header) nor a "
+                   "little-endian ELF file (a PVH kernel such as vmlinux)",
+                   m->kernel);
+        rc = -1;
+    }
+    free(f);
+    return rc < 0 ? -1 : mptable_write(m, errp);
+}
+
 static void write_boot_info(struct machine *m)
 {
     struct guest_boot_info *bi = gpa(m, GUEST_BOOTINFO_ADDR, sizeof(*bi));
@@ -91,7 +195,7 @@ static void write_boot_info(struct machine *m)
 int boot_load_guest(struct machine *m, struct error **errp)
 {
     if (m->kernel) {
-        return pvh_load(m, &m->kernel_entry, errp);
+        return load_kernel(m, errp);
     }
     const struct guest_image_header *h = (const void *)snapvm_guest_image;
     if (snapvm_guest_image_size < sizeof(*h) || h->magic != GUEST_IMAGE_MAGIC ||
@@ -189,6 +293,40 @@ static int setup_pvh_bsp(struct machine *m, struct vcpu *v, struct kvm_sregs *sr
     return setup_lapic(v, errp);
 }
 
+/*
+ * Linux's 64-bit boot protocol: long mode with paging on (the identity map
+ * of build_page_tables covers the kernel, the zero page and the command
+ * line), CS = __BOOT_CS, DS/ES/SS = __BOOT_DS, interrupts off, RSI = the
+ * zero page.
+ */
+static int setup_bzimage_bsp(struct machine *m, struct vcpu *v, struct kvm_sregs *sregs,
+                             struct error **errp)
+{
+    flat_segment(&sregs->cs, LINUX_BOOT_CS, 0xb, true);
+    flat_segment(&sregs->ds, LINUX_BOOT_DS, 0x3, false);
+    sregs->es = sregs->fs = sregs->gs = sregs->ss = sregs->ds;
+    sregs->gdt.base = GDT_ADDR;
+    sregs->gdt.limit = 31;
+    sregs->cr3 = GUEST_PML4_ADDR;
+    sregs->cr4 = CR4_PAE;
+    sregs->cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
+    sregs->efer = EFER_LME | EFER_LMA;
+    if (ioctl(v->fd, KVM_SET_SREGS, sregs) < 0) {
+        KVM_FAIL(errp, "KVM_SET_SREGS");
+        return -1;
+    }
+    struct kvm_regs regs;
+    memset(&regs, 0, sizeof(regs));
+    regs.rip = m->kernel_entry;
+    regs.rsi = bzimage_params_addr();
+    regs.rflags = 0x2;
+    if (ioctl(v->fd, KVM_SET_REGS, &regs) < 0) {
+        KVM_FAIL(errp, "KVM_SET_REGS");
+        return -1;
+    }
+    return setup_lapic(v, errp);
+}
+
 int boot_setup_bsp(struct machine *m, struct vcpu *v, struct error **errp)
 {
     const struct guest_image_header *h = (const void *)snapvm_guest_image;
@@ -198,7 +336,8 @@ int boot_setup_bsp(struct machine *m, struct vcpu *v, struct error **errp)
         return -1;
     }
     if (m->kernel) {
-        return setup_pvh_bsp(m, v, &sregs, errp);
+        return m->kernel_bzimage ? setup_bzimage_bsp(m, v, &sregs, errp)
+                                 : setup_pvh_bsp(m, v, &sregs, errp);
     }
     flat_segment(&sregs.cs, 0x08, 0xb, true);
     flat_segment(&sregs.ds, 0x10, 0x3, false);

@@ -45,7 +45,7 @@ const char *vm_config_usage(void)
     return "usage: snapvm [options]\n"
            "  -m SIZE             guest RAM (default 128M; a bare number is MiB)\n"
            "  -smp N              number of vCPUs (default 1)\n"
-           "  -kernel FILE        PVH ELF kernel (default: the built-in guest)\n"
+           "  -kernel FILE        Linux bzImage or PVH ELF kernel (default: the built-in guest)\n"
            "  -initrd FILE        initial ramdisk for -kernel\n"
            "  -append STRING      guest command line (built-in guest: tick_ms=N)\n"
            "  -mem-path FILE      back guest RAM with a shared mapping of FILE\n"

@@ -1,7 +1,7 @@
 /*
- * Machine internals shared by the files of src/machine/ and by device
- * models (which need to register I/O regions, raise interrupt lines and
- * reach guest RAM).  The monitor and the snapshot code use machine.h only.
+ * Machine internals shared by the files of src/machine/.  Device models use
+ * the board interface (board.h) instead; the monitor and the snapshot code
+ * use machine.h only.
  */
 #ifndef SNAPVM_MACHINE_INTERNAL_H
 #define SNAPVM_MACHINE_INTERNAL_H
@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "hw/device.h"
+#include "machine/board.h"
 #include "machine/machine.h"
 #include "machine/ram.h"
 
@@ -47,6 +48,11 @@ struct machine {
     struct device *devices_tail;
     struct io_region *regions;
     size_t nr_regions;
+    /* PCI INTx wiring declared by the devices (board.c), for the MP table. */
+    struct board_pci_irq {
+        uint8_t slot, pin, gsi;
+    } pci_irqs[BOARD_MAX_PCI_IRQS];
+    unsigned nr_pci_irqs;
 
     struct block_graph *blocks;
 
@@ -60,7 +66,8 @@ struct machine {
     char *append;
     char *kernel;
     char *initrd;
-    uint64_t kernel_entry; /* PVH entry point of -kernel */
+    uint64_t kernel_entry; /* entry point of -kernel (PVH: 32-bit; bzImage: 64-bit) */
+    bool kernel_bzimage;   /* -kernel is a bzImage (boot_params in RSI), else PVH ELF */
 
     /* Everything below is protected by `lock`. */
     pthread_mutex_t lock;
@@ -83,21 +90,16 @@ struct machine {
     int wake_fd;           /* eventfd: wakes machine_run() for quit/reset requests */
 };
 
-/* Devices and I/O (machine.c, bus.c). */
-void machine_add_device(struct machine *m, struct device *dev, const char *id);
-int machine_add_io(struct machine *m, enum io_space space, uint64_t base, uint64_t len, io_fn fn,
-                   struct device *dev, struct error **errp);
-/* Drive ISA interrupt line `irq` (0..23) to `level` (KVM_IRQ_LINE). */
-void machine_set_irq(struct machine *m, unsigned irq, bool level);
-const struct guest_ram *machine_guest_ram(struct machine *m);
+/* Dispatch of vCPU I/O exits to the regions devices registered (bus.c;
+ * registering is part of the board interface, board.h). */
 void bus_io(struct machine *m, enum io_space space, uint64_t addr, uint8_t *data, uint32_t len,
             bool is_write);
 
 /* Set the VM clock (vm_state_load). */
 void machine_set_vm_clock_ns(struct machine *m, uint64_t ns);
 
-/* Requests from vCPU threads, served by machine_run() on the main thread. */
-void machine_request_reset(struct machine *m);
+/* Requests from vCPU threads, served by machine_run() on the main thread
+ * (machine_request_reset() is in board.h). */
 void machine_fatal(struct machine *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* vcpu.c */
@@ -109,11 +111,31 @@ void vcpu_destroy(struct vcpu *v);
 /* vcpu_state.c */
 int vcpu_state_probe(struct machine *m, struct error **errp);
 
-/* boot.c, pvh.c */
+/* boot.c, pvh.c, bzimage.c, mptable.c */
 int boot_load_guest(struct machine *m, struct error **errp);
-int pvh_load(struct machine *m, uint64_t *entry, struct error **errp);
-uint64_t pvh_start_info_addr(void);
 int boot_setup_bsp(struct machine *m, struct vcpu *v, struct error **errp);
+/* -kernel's file and the -initrd file, read whole (boot.c). */
+int boot_read_file(const char *opt, const char *path, uint8_t **data, size_t *len,
+                   struct error **errp);
+/* Guest-visible RAM map, in e820 terms (1 = RAM, 2 = reserved), for both
+ * boot protocols; returns the number of entries (at most BOOT_MAX_E820). */
+#define BOOT_MAX_E820 8
+struct boot_e820 {
+    uint64_t addr, size;
+    uint32_t type;
+};
+unsigned boot_e820_map(const struct machine *m, struct boot_e820 *map);
+bool pvh_is_elf(const uint8_t *f, size_t len);
+int pvh_load(struct machine *m, const uint8_t *f, size_t len, uint64_t *entry, struct error **errp);
+uint64_t pvh_start_info_addr(void);
+bool bzimage_is_bzimage(const uint8_t *f, size_t len);
+/* Load the protected-mode kernel, initrd, command line and boot_params;
+ * `*entry` is the 64-bit entry point (boot_params at bzimage_params_addr()). */
+int bzimage_load(struct machine *m, const uint8_t *f, size_t len, uint64_t *entry,
+                 struct error **errp);
+uint64_t bzimage_params_addr(void);
+/* The MP table (CPUs, IOAPIC, ISA and PCI interrupt wiring) in the BIOS area. */
+int mptable_write(struct machine *m, struct error **errp);
 
 /* Report an ioctl failure as "IOCTL_NAME: strerror(errno)" (errno preserved). */
 #define KVM_FAIL(errp, name) error_setg_errno(errp, errno, "%s", name)

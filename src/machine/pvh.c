@@ -7,9 +7,9 @@
  * The boot vCPU starts in 32-bit protected mode with paging off
  * (boot_setup_bsp).  Layouts from Xen's public/arch-x86/hvm/start_info.h.
  *
- * Note: on this development host a stock Linux kernel cannot run (see
- * docs/machine.md); the loader is tested with a small PVH kernel built by
- * the tests.
+ * boot.c reads the file and tells a PVH ELF from a bzImage (bzimage.c).
+ * Tested with a small PVH kernel built by the tests and with the Linux test
+ * kernel's vmlinux (tests/linux); see docs/machine.md.
  */
 #include "machine/internal.h"
 
@@ -59,38 +59,6 @@ struct hvm_memmap_entry {
     uint32_t type; /* 1: RAM, 2: reserved */
     uint32_t reserved;
 };
-
-static int read_file(const char *opt, const char *path, uint8_t **data, size_t *len,
-                     struct error **errp)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) < 0) {
-        error_setg_errno(errp, errno, "%s: '%s'", opt, path);
-        if (fd >= 0) {
-            close(fd);
-        }
-        return -1;
-    }
-    *len = (size_t)st.st_size;
-    *data = malloc(*len ? *len : 1);
-    if (!*data) {
-        abort();
-    }
-    size_t done = 0;
-    while (done < *len) {
-        ssize_t n = read(fd, *data + done, *len - done);
-        if (n <= 0) {
-            error_setg_errno(errp, n < 0 ? errno : EIO, "%s: cannot read '%s'", opt, path);
-            free(*data);
-            close(fd);
-            return -1;
-        }
-        done += (size_t)n;
-    }
-    close(fd);
-    return 0;
-}
 
 /* One loadable segment or note, whatever the ELF class. */
 struct phdr {
@@ -194,46 +162,36 @@ static int load_segments(struct machine *m, const char *path, const uint8_t *f, 
 
 static void write_memmap(struct machine *m, struct hvm_start_info *si)
 {
-    struct hvm_memmap_entry *mm = guest_ram_ptr(&m->ram, MEMMAP_ADDR, 4 * sizeof(*mm));
-    uint32_t n = 0;
+    struct boot_e820 map[BOOT_MAX_E820];
+    unsigned n = boot_e820_map(m, map);
+    struct hvm_memmap_entry *mm = guest_ram_ptr(&m->ram, MEMMAP_ADDR, n * sizeof(*mm));
     if (!mm) {
         return; /* cannot happen: RAM is at least 4 MiB */
     }
-    mm[n++] = (struct hvm_memmap_entry){0, 0xa0000, 1, 0};
-    mm[n++] = (struct hvm_memmap_entry){0x100000, m->ram.low_size - 0x100000, 1, 0};
-    if (m->ram.size > m->ram.low_size) {
-        mm[n++] =
-                (struct hvm_memmap_entry){GUEST_HIGH_RAM_BASE, m->ram.size - m->ram.low_size, 1, 0};
+    for (unsigned i = 0; i < n; i++) {
+        mm[i] = (struct hvm_memmap_entry){map[i].addr, map[i].size, map[i].type, 0};
     }
     si->memmap_paddr = MEMMAP_ADDR;
     si->memmap_entries = n;
 }
 
-int pvh_load(struct machine *m, uint64_t *entry, struct error **errp)
+bool pvh_is_elf(const uint8_t *f, size_t len)
 {
-    uint8_t *f = NULL;
-    size_t len = 0;
-    if (read_file("-kernel", m->kernel, &f, &len, errp) < 0) {
-        return -1;
-    }
-    int rc = -1;
+    return len >= sizeof(Elf64_Ehdr) && memcmp(f, ELFMAG, SELFMAG) == 0 &&
+           (f[EI_CLASS] == ELFCLASS64 || f[EI_CLASS] == ELFCLASS32) && f[EI_DATA] == ELFDATA2LSB;
+}
+
+int pvh_load(struct machine *m, const uint8_t *f, size_t len, uint64_t *entry, struct error **errp)
+{
     uint64_t kernel_end = 0;
-    if (len < sizeof(Elf64_Ehdr) || memcmp(f, ELFMAG, SELFMAG) != 0 ||
-        (f[EI_CLASS] != ELFCLASS64 && f[EI_CLASS] != ELFCLASS32) || f[EI_DATA] != ELFDATA2LSB) {
-        error_setg(errp,
-                   "-kernel: '%s' is not a little-endian ELF file (a bzImage is not "
-                   "supported; use a PVH ELF such as vmlinux)",
-                   m->kernel);
-        goto out;
-    }
     if (load_segments(m, m->kernel, f, len, entry, &kernel_end, errp) < 0) {
-        goto out;
+        return -1;
     }
     struct hvm_start_info *si = guest_ram_ptr(&m->ram, START_INFO_ADDR, sizeof(*si));
     char *cmdline = guest_ram_ptr(&m->ram, CMDLINE_ADDR, CMDLINE_MAX);
     if (!si || !cmdline) {
         error_setg(errp, "-m: too small for -kernel");
-        goto out;
+        return -1;
     }
     memset(si, 0, sizeof(*si));
     si->magic = HVM_START_MAGIC;
@@ -244,8 +202,8 @@ int pvh_load(struct machine *m, uint64_t *entry, struct error **errp)
     if (m->initrd) {
         uint8_t *rd = NULL;
         size_t rd_len = 0;
-        if (read_file("-initrd", m->initrd, &rd, &rd_len, errp) < 0) {
-            goto out;
+        if (boot_read_file("-initrd", m->initrd, &rd, &rd_len, errp) < 0) {
+            return -1;
         }
         /* At the top of low RAM, page-aligned, clear of the kernel. */
         uint64_t addr = (m->ram.low_size - rd_len) & ~0xfffULL;
@@ -253,7 +211,7 @@ int pvh_load(struct machine *m, uint64_t *entry, struct error **errp)
             error_setg(errp, "-initrd: '%s' (%zu bytes) does not fit in guest RAM", m->initrd,
                        rd_len);
             free(rd);
-            goto out;
+            return -1;
         }
         memcpy(guest_ram_ptr(&m->ram, addr, rd_len), rd, rd_len);
         free(rd);
@@ -264,10 +222,7 @@ int pvh_load(struct machine *m, uint64_t *entry, struct error **errp)
         si->nr_modules = 1;
         si->modlist_paddr = MODLIST_ADDR;
     }
-    rc = 0;
-out:
-    free(f);
-    return rc;
+    return 0;
 }
 
 uint64_t pvh_start_info_addr(void)

@@ -1,5 +1,8 @@
 /*
- * vCPUs: creation (CPUID), one thread per vCPU running the KVM_RUN loop,
+ * vCPUs: creation (CPUID: KVM's supported set, passed through with the
+ * vCPU's APIC id, less what this host cannot run; KVM's own leaves at
+ * 0x40000000, which announce kvmclock to a Linux guest, come with it), one
+ * thread per vCPU running the KVM_RUN loop,
  * dispatch of I/O and MMIO exits to the bus, and the parking protocol that
  * machine_pause_vcpus() relies on.
  *
@@ -25,6 +28,8 @@
 #include "util/log.h"
 
 #define SIG_KICK SIGUSR1
+
+#define CPUID_1_ECX_CX16 (1u << 13)
 
 static void kick_handler(int sig)
 {
@@ -63,8 +68,13 @@ static int setup_cpuid(struct machine *m, struct vcpu *v, struct error **errp)
     for (uint32_t i = 0; i < c->nent; i++) {
         struct kvm_cpuid_entry2 *e = &c->entries[i];
         if (e->function == 1) {
-            /* Initial APIC ID in EBX[31:24] must match the vCPU id. */
+            /* Initial APIC ID in EBX[31:24] must match the vCPU id (and the
+             * MP table's processor entries, mptable.c). */
             e->ebx = (e->ebx & 0x00ffffffu) | ((uint32_t)v->index << 24);
+            /* No CMPXCHG16B: the PVM host's CPL0 emulator lacks it, and a
+             * guest kernel that sees the bit uses it (Linux does).  Guests
+             * do without it on any host. */
+            e->ecx &= ~CPUID_1_ECX_CX16;
         } else if (e->function == 0xb || e->function == 0x1f) {
             e->edx = (uint32_t)v->index; /* x2APIC id */
         }
