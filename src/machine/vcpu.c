@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <asm/kvm_para.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -75,6 +76,14 @@ static int setup_cpuid(struct machine *m, struct vcpu *v, struct error **errp)
              * guest kernel that sees the bit uses it (Linux does).  Guests
              * do without it on any host. */
             e->ecx &= ~CPUID_1_ECX_CX16;
+        } else if (e->function == KVM_CPUID_FEATURES) {
+            /* No paravirtual feature that works by hypercall: on the PVM
+             * host a guest's hypercall never completes (Linux's PV
+             * send-IPI spun on its vmcall with a lock held, and the other
+             * CPU on that lock).  They are optimizations; Linux falls back
+             * to plain IPIs and spinlocks.  kvmclock (MSRs) stays. */
+            e->eax &= ~((1u << KVM_FEATURE_PV_UNHALT) | (1u << KVM_FEATURE_PV_SEND_IPI) |
+                        (1u << KVM_FEATURE_PV_SCHED_YIELD));
         } else if (e->function == 0xb || e->function == 0x1f) {
             e->edx = (uint32_t)v->index; /* x2APIC id */
         }
