@@ -8,8 +8,9 @@
  * - check the setup header (boot_flag 0xAA55, "HdrS", protocol 2.12 or
  *   later, XLF_KERNEL_64 in xloadflags); the protected-mode kernel starts at
  *   file offset (setup_sects + 1) * 512 (setup_sects 0 means 4);
- * - load it at pref_address if the kernel is relocatable (else at 1 MiB)
- *   with init_size bytes of room there;
+ * - load it at pref_address if the kernel is relocatable (else at 1 MiB,
+ *   from where it moves itself to pref_address), with init_size bytes of
+ *   RAM from where it will run;
  * - build a zeroed boot_params ("zero page") holding a copy of the setup
  *   header (from 0x1f1 to 0x202 + the byte at 0x201), then fill in
  *   type_of_loader (0xff: undefined), cmd_line_ptr, ramdisk_image and
@@ -91,19 +92,31 @@ int bzimage_load(struct machine *m, const uint8_t *f, size_t len, uint64_t *entr
         return -1;
     }
     uint64_t pm_size = len - pm_off;
+    /* A relocatable kernel runs where it is loaded, so load it at its
+     * preferred address; a non-relocatable one is loaded at 1 MiB and moves
+     * itself to pref_address.  Either way init_size bytes from where it
+     * runs must be RAM, and nothing else may be put there. */
     uint64_t load = DEFAULT_LOAD;
-    if (h.relocatable_kernel && h.pref_address) {
-        load = h.pref_address;
+    uint64_t run = h.pref_address ? h.pref_address : DEFAULT_LOAD;
+    if (h.relocatable_kernel) {
+        load = run;
     }
-    uint64_t room = h.init_size > pm_size ? h.init_size : pm_size;
-    uint8_t *dst = guest_ram_ptr(&m->ram, load, room);
-    if (!dst || load + room > m->ram.low_size) {
+    uint64_t end = load + pm_size;
+    if (run + h.init_size > end) {
+        end = run + h.init_size;
+    }
+    uint8_t *dst = guest_ram_ptr(&m->ram, load, pm_size);
+    if (run < DEFAULT_LOAD) {
+        error_setg(errp, "-kernel: '%s' wants to run at 0x%llx, below 1 MiB", path,
+                   (unsigned long long)run);
+        return -1;
+    }
+    if (!dst || end > m->ram.low_size) {
         error_setg(errp, "-m: too small for -kernel '%s' (it needs RAM up to %llu MiB)", path,
-                   (unsigned long long)((load + room + (1 << 20) - 1) >> 20));
+                   (unsigned long long)((end + (1 << 20) - 1) >> 20));
         return -1;
     }
     memcpy(dst, f + pm_off, pm_size);
-    memset(dst + pm_size, 0, room - pm_size);
 
     struct boot_params *bp = guest_ram_ptr(&m->ram, PARAMS_ADDR, sizeof(*bp));
     char *cmdline = guest_ram_ptr(&m->ram, CMDLINE_ADDR, CMDLINE_MAX);
@@ -143,7 +156,7 @@ int bzimage_load(struct machine *m, const uint8_t *f, size_t len, uint64_t *entr
             top = (uint64_t)h.initrd_addr_max + 1;
         }
         uint64_t addr = rd_len <= top ? (top - rd_len) & ~0xfffULL : 0;
-        if (rd_len > top || addr < load + room) {
+        if (rd_len > top || addr < end) {
             error_setg(errp, "-initrd: '%s' (%zu bytes) does not fit in guest RAM below %llu MiB",
                        m->initrd, rd_len, (unsigned long long)(top >> 20));
             free(rd);

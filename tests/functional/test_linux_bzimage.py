@@ -134,7 +134,7 @@ stack_top:
 """
 
 
-def setup_header(pm_len, version=0x020F, xloadflags=1, setup_sects=1):
+def setup_header(pm_len, version=0x020F, xloadflags=1, setup_sects=1, init_size=0x40000):
     """A boot sector and setup header as Documentation/x86/boot.rst lays
     them out (offsets from the start of the file)."""
     h = bytearray(512 * (setup_sects + 1))
@@ -152,7 +152,7 @@ def setup_header(pm_len, version=0x020F, xloadflags=1, setup_sects=1):
     struct.pack_into("<H", h, 0x236, xloadflags)
     struct.pack_into("<I", h, 0x238, 2047)  # cmdline_size
     struct.pack_into("<Q", h, 0x258, LOAD)  # pref_address
-    struct.pack_into("<I", h, 0x260, 0x40000)  # init_size
+    struct.pack_into("<I", h, 0x260, init_size)
     return bytes(h)
 
 
@@ -208,6 +208,8 @@ def test_bzimage_errors(tmp_path, pm_code):
     short.write_bytes(setup_header(len(pm_code), setup_sects=40)[:2048])
     good = tmp_path / "good"
     good.write_bytes(setup_header(len(pm_code)) + pm_code)
+    huge = tmp_path / "huge"  # needs 2 MiB + 8 MiB of RAM from where it runs
+    huge.write_bytes(setup_header(len(pm_code), init_size=8 << 20) + pm_code)
     big = tmp_path / "big.initrd"
     with open(big, "wb") as f:
         f.truncate(8 << 20)
@@ -216,6 +218,8 @@ def test_bzimage_errors(tmp_path, pm_code):
         (["-kernel", str(no64)], "has boot protocol 2.15 without a 64-bit entry"),
         (["-kernel", str(short)], "40 setup sectors, but the file has only 2048 bytes"),
         (["-m", "4", "-kernel", str(good), "-initrd", str(big)], "does not fit in guest RAM"),
+        (["-m", "8", "-kernel", str(huge)], "-m: too small for -kernel '%s' (it needs RAM up to "
+         "10 MiB)" % huge),
         (["-kernel", str(good), "-append", "x" * 2048], "-append: 2048 bytes, but -kernel"),
     ]
     for args, needle in cases:
