@@ -113,9 +113,16 @@ static void machine_event_to_monitor(void *opaque, const char *event, json_t *da
 /* -loadvm TAG: the whole VM state comes from the snapshot before any vCPU runs. */
 static int load_initial_snapshot(struct machine *m, const char *tag, struct error **errp)
 {
-    struct snapshot_request req = {.api = SNAPSHOT_API_SEED, .tag = tag};
+    struct snapshot_request req = {
+            .api = SNAPSHOT_API_SEED, .tag = tag, .origin = SNAPSHOT_ORIGIN_CMDLINE};
     json_t *result = NULL;
-    if (vm_snapshot_load(m, &req, NULL, &result, errp) < 0) {
+    /* The monitor is already listening: a QMP savevm must wait its turn. */
+    int rc = machine_snapshot_claim(m, errp);
+    if (rc == 0) {
+        rc = vm_snapshot_load(m, &req, NULL, &result, errp);
+        machine_snapshot_release(m);
+    }
+    if (rc < 0) {
         error_prepend(errp, "-loadvm %s", tag);
         return -1;
     }
@@ -196,6 +203,9 @@ out:
      * deferred commands finish, clients get their last replies and events.
      * It is freed after the machine, whose threads may emit events until then. */
     monitor_stop(mon);
+    if (m) {
+        vm_snapshot_forget(m);
+    }
     machine_free(m);
     monitor_free(mon);
     if (cfg.pidfile && status == 0) {

@@ -58,6 +58,11 @@ struct block_driver {
     int (*snapshot_vmstate_map)(struct block_node *node, const char *name_or_id, uint64_t pos,
                                 uint64_t len, struct block_extent **extents, size_t *count,
                                 struct error **errp);
+    /* Application header extensions (block.h); NULL for drivers without them. */
+    int (*header_ext_read)(struct block_node *node, uint32_t type, void *buf, size_t len,
+                           size_t *out_len, struct error **errp);
+    int (*header_ext_write)(struct block_node *node, uint32_t type, const void *buf, size_t len,
+                            struct error **errp);
 };
 
 struct block_node {

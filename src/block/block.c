@@ -754,3 +754,33 @@ void block_snapshot_txn_finish(struct block_txn *txn)
     pthread_mutex_unlock(&txn->node->lock);
     free(txn);
 }
+int block_header_ext_read(struct block_node *node, uint32_t type, void *buf, size_t len,
+                          size_t *out_len, struct error **errp)
+{
+    *out_len = 0;
+    if (!node->drv->header_ext_read) {
+        return 0; /* no header: no extension */
+    }
+    pthread_mutex_lock(&node->lock);
+    int rc = node->drv->header_ext_read(node, type, buf, len, out_len, errp);
+    pthread_mutex_unlock(&node->lock);
+    return rc;
+}
+
+int block_header_ext_write(struct block_node *node, uint32_t type, const void *buf, size_t len,
+                           struct error **errp)
+{
+    if (!node->drv->header_ext_write) {
+        error_setg(errp, "node '%s' (driver '%s') has no header to hold extension %#x", node->name,
+                   node->drv->name, type);
+        return -1;
+    }
+    if (node->read_only) {
+        error_setg(errp, "node '%s' is read-only", node->name);
+        return -1;
+    }
+    pthread_mutex_lock(&node->lock);
+    int rc = node->drv->header_ext_write(node, type, buf, len, errp);
+    pthread_mutex_unlock(&node->lock);
+    return rc;
+}

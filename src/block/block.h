@@ -226,6 +226,20 @@ int block_snapshot_vmstate_map(struct block_node *node, const char *name_or_id, 
  */
 int block_node_host_fd(struct block_node *node);
 
+/*
+ * Application header extensions (qcow2: qcow2-header-ext.c): a fixed-size
+ * record of `len` bytes (a multiple of 8) under a header-extension type of
+ * the caller's own, kept in the image's header cluster; QEMU preserves
+ * extensions it does not know.  read: *out_len is 0 if the image has none
+ * (or the driver has no header).  write: rewrites it in place (the length
+ * must stay the same) or adds it (one commit point); fails when the header
+ * cluster has no room.
+ */
+int block_header_ext_read(struct block_node *node, uint32_t type, void *buf, size_t len,
+                          size_t *out_len, struct error **errp);
+int block_header_ext_write(struct block_node *node, uint32_t type, const void *buf, size_t len,
+                           struct error **errp);
+
 /* Cluster size of a qcow2 node (0 for other drivers). */
 uint32_t block_node_cluster_size(const struct block_node *node);
 

@@ -11,7 +11,9 @@
  * read as it is when opened read-only, and has its refcounts rebuilt
  * (qcow2-repair.c) when opened for writing, as QEMU does.
  * Header extensions are never rewritten: snapvm only updates fixed header
- * fields in place, so unknown extensions stay intact byte for byte.
+ * fields in place, so unknown extensions stay intact byte for byte (the one
+ * exception is snapvm's own application extension, qcow2-header-ext.c,
+ * which touches only its own bytes and the end marker).
  */
 #include "block/qcow2.h"
 
@@ -603,4 +605,6 @@ const struct block_driver block_driver_qcow2 = {
         .vmstate_discard = qcow2_vmstate_discard,
         .snapshot_vmstate_read = qcow2_snapshot_vmstate_read,
         .snapshot_vmstate_map = qcow2_snapshot_vmstate_map,
+        .header_ext_read = qcow2_header_ext_read,
+        .header_ext_write = qcow2_header_ext_write,
 };

@@ -338,6 +338,11 @@ int qcow2_vmstate_read(struct block_node *node, uint64_t pos, void *buf, size_t 
                        struct error **errp);
 int qcow2_snapshot_vmstate_read(struct block_node *node, const char *name_or_id, uint64_t pos,
                                 void *buf, size_t len, struct error **errp);
+/* qcow2-header-ext.c: application header extensions (see there). */
+int qcow2_header_ext_read(struct block_node *node, uint32_t type, void *buf, size_t len,
+                          size_t *out_len, struct error **errp);
+int qcow2_header_ext_write(struct block_node *node, uint32_t type, const void *buf, size_t len,
+                           struct error **errp);
 int qcow2_snapshot_vmstate_map(struct block_node *node, const char *name_or_id, uint64_t pos,
                                uint64_t len, struct block_extent **extents, size_t *count,
                                struct error **errp);

@@ -20,6 +20,11 @@ uint32_t device_state_version(const struct device *dev)
     return dev->ops->version;
 }
 
+struct block_node *device_block_node(const struct device *dev)
+{
+    return dev->ops->block_node ? dev->ops->block_node(dev) : NULL;
+}
+
 void device_save(struct device *dev, struct byte_buf *out)
 {
     if (dev->ops->save) {

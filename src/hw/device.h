@@ -18,6 +18,7 @@
 #include "util/buf.h"
 #include "util/error.h"
 
+struct block_node;
 struct device;
 struct machine;
 
@@ -30,6 +31,8 @@ struct device_ops {
     /* Replace the state from a record written by save(); checks every length. */
     int (*load)(struct device *dev, const void *data, size_t len, struct error **errp);
     void (*free)(struct device *dev);
+    /* The block node behind the device (NULL or absent: none). */
+    struct block_node *(*block_node)(const struct device *dev);
 };
 
 struct device {
@@ -55,6 +58,8 @@ typedef void (*io_fn)(struct device *dev, uint64_t offset, uint8_t *data, uint32
 const char *device_id(const struct device *dev);
 const char *device_type(const struct device *dev);
 uint32_t device_state_version(const struct device *dev);
+/* The block node a device is backed by (a virtio-blk drive), or NULL. */
+struct block_node *device_block_node(const struct device *dev);
 void device_save(struct device *dev, struct byte_buf *out);
 int device_load(struct device *dev, const void *data, size_t len, struct error **errp);
 void device_reset(struct device *dev);

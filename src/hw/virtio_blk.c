@@ -282,6 +282,11 @@ static void blk_free(struct device *dev)
     free(b);
 }
 
+static struct block_node *blk_node(const struct device *dev)
+{
+    return ((const struct virtio_blk *)dev)->node;
+}
+
 static const struct device_ops blk_ops = {
         .type = "virtio-blk-pci",
         .version = 1,
@@ -289,6 +294,7 @@ static const struct device_ops blk_ops = {
         .save = blk_save,
         .load = blk_load,
         .free = blk_free,
+        .block_node = blk_node,
 };
 
 struct device *virtio_blk_create(struct machine *m, struct pci_bus *bus, struct block_node *node,

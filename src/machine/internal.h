@@ -40,7 +40,6 @@ struct machine {
     int vm_fd;
     size_t run_size;
     struct guest_ram ram;
-    struct ram_mapping ram_mapping; /* owned by src/snapshot (instant restore) */
     int nr_vcpus;
     struct vcpu *vcpus;
 
@@ -74,7 +73,11 @@ struct machine {
     machine_event_fn event_fn; /* see machine_set_event_handler() */
     void *event_opaque;
     pthread_cond_t cond;
-    enum run_state state;
+    enum run_state state;  /* see the transition table in machine.c */
+    enum run_state after;  /* in save-vm/restore-vm: the state to end in */
+    bool op_user_stop;     /* a snapshot's pause began on a stopped VM */
+    char failed_load[256]; /* restore-failed: what failed */
+    bool started;          /* machine_start() ran: vCPU threads exist */
     unsigned pause_count;
     bool pause_req;
     int nr_parked;

@@ -82,11 +82,64 @@ const char *run_state_name(enum run_state state)
     case RUN_STATE_SAVE_VM:
         return "save-vm";
     case RUN_STATE_RESTORE_VM:
+    case RUN_STATE_RESTORE_FAILED: /* QEMU's status after a failed load */
         return "restore-vm";
     case RUN_STATE_SHUTDOWN:
         return "shutdown";
     }
     return "unknown";
+}
+
+#define BIT(s) (1u << (s))
+
+/*
+ * The run state's life cycle: where each state may go.  Every change goes
+ * through set_state_locked(), under m->lock, together with its event.
+ *
+ *  - prelaunch (-S) and paused are the user's stops; cont leaves them.
+ *  - save-vm and restore-vm bracket a snapshot operation's pause
+ *    (machine_snapshot_pause/resume).  They return to the state the user
+ *    asked for meanwhile: the one before, or what a stop or cont sent
+ *    during the operation chose (m->after).
+ *  - restore-failed: a load failed after it had changed something (the
+ *    VM is half-loaded).  It never runs again as it is: only another load
+ *    or a system_reset (to paused) leave it, or quit.
+ *  - shutdown is the end; quit reaches it from everywhere.
+ */
+static const unsigned transitions[] = {
+        [RUN_STATE_PRELAUNCH] = BIT(RUN_STATE_RUNNING) | BIT(RUN_STATE_SAVE_VM) |
+                                BIT(RUN_STATE_RESTORE_VM) | BIT(RUN_STATE_SHUTDOWN),
+        [RUN_STATE_RUNNING] = BIT(RUN_STATE_PAUSED) | BIT(RUN_STATE_SAVE_VM) |
+                              BIT(RUN_STATE_RESTORE_VM) | BIT(RUN_STATE_SHUTDOWN),
+        [RUN_STATE_PAUSED] = BIT(RUN_STATE_RUNNING) | BIT(RUN_STATE_SAVE_VM) |
+                             BIT(RUN_STATE_RESTORE_VM) | BIT(RUN_STATE_SHUTDOWN),
+        [RUN_STATE_SAVE_VM] = BIT(RUN_STATE_PRELAUNCH) | BIT(RUN_STATE_RUNNING) |
+                              BIT(RUN_STATE_PAUSED) | BIT(RUN_STATE_SHUTDOWN),
+        [RUN_STATE_RESTORE_VM] = BIT(RUN_STATE_PRELAUNCH) | BIT(RUN_STATE_RUNNING) |
+                                 BIT(RUN_STATE_PAUSED) | BIT(RUN_STATE_RESTORE_FAILED) |
+                                 BIT(RUN_STATE_SHUTDOWN),
+        [RUN_STATE_RESTORE_FAILED] =
+                BIT(RUN_STATE_RESTORE_VM) | BIT(RUN_STATE_PAUSED) | BIT(RUN_STATE_SHUTDOWN),
+        [RUN_STATE_SHUTDOWN] = 0,
+};
+
+bool run_state_transition_allowed(enum run_state from, enum run_state to)
+{
+    return (unsigned)from < sizeof(transitions) / sizeof(transitions[0]) &&
+           (transitions[from] & BIT(to));
+}
+
+static void set_state_locked(struct machine *m, enum run_state to)
+{
+    if (m->state == to) {
+        return;
+    }
+    if (!run_state_transition_allowed(m->state, to)) {
+        log_error("run state: %s -> %s is not a transition", run_state_name(m->state),
+                  run_state_name(to));
+        abort(); /* a bug in this file, never a user error */
+    }
+    m->state = to;
 }
 
 enum run_state machine_run_state(struct machine *m)
@@ -103,15 +156,6 @@ bool machine_is_running(struct machine *m)
     bool running = m->pause_count == 0 && !m->quit;
     pthread_mutex_unlock(&m->lock);
     return running;
-}
-
-enum run_state machine_set_run_state(struct machine *m, enum run_state state)
-{
-    pthread_mutex_lock(&m->lock);
-    enum run_state old = m->state;
-    m->state = state;
-    pthread_mutex_unlock(&m->lock);
-    return old;
 }
 
 struct block_graph *machine_block_graph(struct machine *m)
@@ -215,9 +259,9 @@ void machine_set_irq(struct machine *m, unsigned irq, bool level)
 
 /* ---- pause / resume ---- */
 
-int machine_pause_vcpus(struct machine *m, struct error **errp)
+/* Called with m->lock held.  Returns with every live vCPU parked. */
+static void pause_locked(struct machine *m)
 {
-    pthread_mutex_lock(&m->lock);
     if (m->pause_count++ == 0) {
         m->pause_req = true;
         for (int i = 0; i < m->nr_vcpus; i++) {
@@ -229,6 +273,12 @@ int machine_pause_vcpus(struct machine *m, struct error **errp)
         clock_stop_locked(m);
         m->paused_at_ns = now_ns();
     }
+}
+
+int machine_pause_vcpus(struct machine *m, struct error **errp)
+{
+    pthread_mutex_lock(&m->lock);
+    pause_locked(m);
     pthread_mutex_unlock(&m->lock);
     (void)errp;
     return 0;
@@ -255,11 +305,10 @@ static void pit_rearm(struct machine *m)
     }
 }
 
-void machine_resume_vcpus(struct machine *m)
+static void resume_locked(struct machine *m)
 {
-    pthread_mutex_lock(&m->lock);
     if (m->pause_count > 0 && --m->pause_count == 0) {
-        if (!m->quit && now_ns() - m->paused_at_ns >= PIT_REARM_AFTER_NS) {
+        if (!m->quit && m->started && now_ns() - m->paused_at_ns >= PIT_REARM_AFTER_NS) {
             pit_rearm(m);
         }
         m->pause_req = false;
@@ -268,49 +317,85 @@ void machine_resume_vcpus(struct machine *m)
         }
         pthread_cond_broadcast(&m->cond);
     }
+}
+
+void machine_resume_vcpus(struct machine *m)
+{
+    pthread_mutex_lock(&m->lock);
+    resume_locked(m);
     pthread_mutex_unlock(&m->lock);
+}
+
+/* The user's stop holds one pause count from here until cont. */
+static bool stopped_by_user(enum run_state s)
+{
+    return s == RUN_STATE_PRELAUNCH || s == RUN_STATE_PAUSED || s == RUN_STATE_RESTORE_FAILED;
+}
+
+static bool snapshot_state(enum run_state s)
+{
+    return s == RUN_STATE_SAVE_VM || s == RUN_STATE_RESTORE_VM;
 }
 
 int machine_stop(struct machine *m, struct error **errp)
 {
+    (void)errp;
     pthread_mutex_lock(&m->lock);
-    enum run_state s = m->state;
+    switch (m->state) {
+    case RUN_STATE_RUNNING:
+        pause_locked(m);
+        set_state_locked(m, RUN_STATE_PAUSED);
+        emit_event_locked(m, "STOP", NULL);
+        break;
+    case RUN_STATE_SAVE_VM:
+    case RUN_STATE_RESTORE_VM:
+        /*
+         * The guest is already stopped for the snapshot (its STOP event
+         * has gone out): it stays stopped when the operation ends.
+         */
+        if (m->after == RUN_STATE_RUNNING) {
+            m->after = RUN_STATE_PAUSED;
+        }
+        break;
+    default:
+        break; /* as QEMU: stopping a stopped VM succeeds */
+    }
     pthread_mutex_unlock(&m->lock);
-    if (s != RUN_STATE_RUNNING) {
-        return 0; /* as QEMU: stopping a stopped VM succeeds */
-    }
-    if (machine_pause_vcpus(m, errp) < 0) {
-        return -1;
-    }
-    machine_set_run_state(m, RUN_STATE_PAUSED);
-    emit_event(m, "STOP", NULL);
     return 0;
 }
 
 int machine_cont(struct machine *m, struct error **errp)
 {
+    int rc = 0;
     pthread_mutex_lock(&m->lock);
-    enum run_state s = m->state;
-    pthread_mutex_unlock(&m->lock);
-    switch (s) {
+    switch (m->state) {
     case RUN_STATE_RUNNING:
-        return 0;
+        break;
     case RUN_STATE_PAUSED:
     case RUN_STATE_PRELAUNCH:
+        set_state_locked(m, RUN_STATE_RUNNING);
+        resume_locked(m);
+        emit_event_locked(m, "RESUME", NULL);
         break;
     case RUN_STATE_SAVE_VM:
     case RUN_STATE_RESTORE_VM:
-        error_setg(errp, "the VM is busy (%s): try again when the snapshot is done",
-                   run_state_name(s));
-        return -1;
+        /* Honoured when the operation ends: the guest runs then (RESUME). */
+        m->after = RUN_STATE_RUNNING;
+        break;
+    case RUN_STATE_RESTORE_FAILED:
+        error_setg(errp,
+                   "the VM was left half-loaded by a failed load (%s): load a snapshot "
+                   "again, or system_reset it, before 'cont'",
+                   m->failed_load[0] ? m->failed_load : "no detail");
+        rc = -1;
+        break;
     case RUN_STATE_SHUTDOWN:
         error_setg(errp, "the VM is shutting down");
-        return -1;
+        rc = -1;
+        break;
     }
-    machine_set_run_state(m, RUN_STATE_RUNNING);
-    machine_resume_vcpus(m);
-    emit_event(m, "RESUME", NULL);
-    return 0;
+    pthread_mutex_unlock(&m->lock);
+    return rc;
 }
 
 static int reset_paused(struct machine *m, struct error **errp)
@@ -334,15 +419,33 @@ static int reset_paused(struct machine *m, struct error **errp)
 
 int machine_system_reset(struct machine *m, struct error **errp)
 {
-    if (machine_pause_vcpus(m, errp) < 0) {
+    /*
+     * Not while a snapshot is taken or loaded: the reset would race with
+     * its capture or replace what it applies.  A half-loaded VM may be
+     * reset: it is then a freshly booted one, still stopped.
+     */
+    pthread_mutex_lock(&m->lock);
+    enum run_state s = m->state;
+    if (snapshot_state(s) || s == RUN_STATE_SHUTDOWN) {
+        pthread_mutex_unlock(&m->lock);
+        error_setg(errp, "the VM is %s: try again when %s",
+                   s == RUN_STATE_SHUTDOWN ? "shutting down" : "busy with a snapshot",
+                   s == RUN_STATE_SHUTDOWN ? "it is restarted" : "the snapshot is done");
         return -1;
     }
+    pause_locked(m);
+    pthread_mutex_unlock(&m->lock);
     int rc = reset_paused(m, errp);
-    machine_resume_vcpus(m);
+    pthread_mutex_lock(&m->lock);
     if (rc == 0) {
+        if (m->state == RUN_STATE_RESTORE_FAILED) {
+            set_state_locked(m, RUN_STATE_PAUSED); /* its pause count stays the user's */
+        }
         json_t *data = json_pack("{s:b, s:s}", "guest", 0, "reason", "host-qmp-system-reset");
-        emit_event(m, "RESET", data);
+        emit_event_locked(m, "RESET", data);
     }
+    resume_locked(m);
+    pthread_mutex_unlock(&m->lock);
     return rc;
 }
 
@@ -361,12 +464,12 @@ static void request_quit(struct machine *m, const char *reason, bool guest, int 
     if (first) {
         m->quit = true;
         m->exit_status = status;
-        m->state = RUN_STATE_SHUTDOWN;
+        set_state_locked(m, RUN_STATE_SHUTDOWN);
         pthread_cond_broadcast(&m->cond);
+        emit_event_locked(m, "SHUTDOWN", json_pack("{s:b, s:s}", "guest", guest, "reason", reason));
     }
     pthread_mutex_unlock(&m->lock);
     if (first) {
-        emit_event(m, "SHUTDOWN", json_pack("{s:b, s:s}", "guest", guest, "reason", reason));
         wake_main(m);
     }
 }
@@ -536,6 +639,11 @@ struct machine *machine_new(const struct vm_config *cfg, struct error **errp)
     pthread_mutex_init(&m->lock, NULL);
     pthread_cond_init(&m->cond, NULL);
     m->state = cfg->start_paused ? RUN_STATE_PRELAUNCH : RUN_STATE_RUNNING;
+    if (cfg->start_paused) {
+        /* -S: the user's "stop" is the first pause; cont drops it. */
+        m->pause_count = 1;
+        m->pause_req = true;
+    }
     m->append = strdup(cfg->append ? cfg->append : "");
     m->kernel = cfg->kernel ? strdup(cfg->kernel) : NULL;
     m->initrd = cfg->initrd ? strdup(cfg->initrd) : NULL;
@@ -581,11 +689,8 @@ fail:
 int machine_start(struct machine *m, struct error **errp)
 {
     pthread_mutex_lock(&m->lock);
-    if (m->state == RUN_STATE_PRELAUNCH) {
-        /* -S: the user's "stop" is the first pause; cont drops it. */
-        m->pause_count = 1;
-        m->pause_req = true;
-    } else {
+    m->started = true;
+    if (m->pause_count == 0) {
         clock_start_locked(m);
     }
     pthread_mutex_unlock(&m->lock);
@@ -600,7 +705,8 @@ int machine_start(struct machine *m, struct error **errp)
 static void serve_requests(struct machine *m)
 {
     pthread_mutex_lock(&m->lock);
-    bool reset = m->reset_req && !m->quit;
+    /* A guest's reset waits for a snapshot's pause to end (it wakes us). */
+    bool reset = m->reset_req && !m->quit && !snapshot_state(m->state);
     pthread_mutex_unlock(&m->lock);
     if (reset) {
         struct error *err = NULL;
@@ -693,7 +799,6 @@ void machine_free(struct machine *m)
         munmap(m->ram.host, m->ram.size);
     }
     free(m->msrs);
-    free(m->ram_mapping.ranges);
     buf_free(&m->vm_reset_state);
     if (m->vm_fd >= 0) {
         close(m->vm_fd);
@@ -732,12 +837,85 @@ void machine_snapshot_release(struct machine *m)
     pthread_mutex_unlock(&m->lock);
 }
 
+int machine_snapshot_pause(struct machine *m, enum run_state during, struct error **errp)
+{
+    pthread_mutex_lock(&m->lock);
+    enum run_state s = m->state;
+    int rc = -1;
+    if (s == RUN_STATE_SHUTDOWN) {
+        /* quit waits for an operation under way: let it finish its work. */
+        pause_locked(m);
+        rc = 0;
+    } else if (snapshot_state(s)) {
+        error_setg(errp, "the VM is busy (%s)", run_state_name(s));
+    } else if (s == RUN_STATE_RESTORE_FAILED && during != RUN_STATE_RESTORE_VM) {
+        error_setg(errp,
+                   "the VM was left half-loaded by a failed load (%s): load a snapshot again, "
+                   "or system_reset it, before saving one",
+                   m->failed_load);
+    } else {
+        /* Loading over a half-loaded VM leaves it stopped: the user says cont. */
+        m->after = s == RUN_STATE_RESTORE_FAILED ? RUN_STATE_PAUSED : s;
+        m->op_user_stop = stopped_by_user(s);
+        pause_locked(m);
+        set_state_locked(m, during);
+        if (s == RUN_STATE_RUNNING && m->started) {
+            emit_event_locked(m, "STOP", NULL);
+        }
+        rc = 0;
+    }
+    pthread_mutex_unlock(&m->lock);
+    return rc;
+}
+
+void machine_snapshot_resume(struct machine *m, const char *half_loaded)
+{
+    pthread_mutex_lock(&m->lock);
+    if (m->state == RUN_STATE_SHUTDOWN) {
+        resume_locked(m); /* quit came meanwhile: the vCPUs exit */
+    } else if (half_loaded) {
+        /*
+         * QEMU's rule: a load that failed after it changed something
+         * leaves the VM stopped, never running half-loaded.  One pause
+         * count stays, as for a user's stop; STOP tells a client that
+         * saw the VM running (or a RESUME) that it is not.
+         */
+        snprintf(m->failed_load, sizeof(m->failed_load), "%s", half_loaded);
+        set_state_locked(m, RUN_STATE_RESTORE_FAILED);
+        if (m->op_user_stop) {
+            resume_locked(m);
+        }
+        emit_event_locked(m, "STOP", NULL);
+    } else {
+        enum run_state to = m->after;
+        set_state_locked(m, to);
+        m->failed_load[0] = 0;
+        /*
+         * Counts held: the operation's, and the user's if the VM was
+         * stopped before.  Running: both go (a cont came meanwhile if the
+         * user's was there).  Stopped: exactly one stays, the user's (a
+         * stop came meanwhile if there was none: the operation's becomes it).
+         */
+        if (to == RUN_STATE_RUNNING) {
+            resume_locked(m);
+            if (m->op_user_stop) {
+                resume_locked(m);
+            }
+        } else if (m->op_user_stop) {
+            resume_locked(m);
+        }
+        if (to == RUN_STATE_RUNNING && m->started) {
+            emit_event_locked(m, "RESUME", NULL);
+        }
+    }
+    bool reset = m->reset_req;
+    pthread_mutex_unlock(&m->lock);
+    if (reset) {
+        wake_main(m); /* a guest reset waited for the snapshot */
+    }
+}
+
 bool machine_ram_is_private(struct machine *m)
 {
     return !m->ram.shared_file;
-}
-
-struct ram_mapping *machine_ram_mapping(struct machine *m)
-{
-    return &m->ram_mapping;
 }

@@ -29,14 +29,23 @@ enum run_state {
     RUN_STATE_PAUSED,
     RUN_STATE_SAVE_VM,
     RUN_STATE_RESTORE_VM,
+    RUN_STATE_RESTORE_FAILED, /* half-loaded, stopped; query-status says "restore-vm" */
     RUN_STATE_SHUTDOWN,
 };
 const char *run_state_name(enum run_state state);
+/* The transition table (machine.c); exposed for tests. */
+bool run_state_transition_allowed(enum run_state from, enum run_state to);
 
 enum run_state machine_run_state(struct machine *m);
 bool machine_is_running(struct machine *m); /* vCPUs are executing guest code */
 
-/* QMP stop / cont / system_reset / quit.  They emit STOP, RESUME, RESET, SHUTDOWN. */
+/*
+ * QMP stop / cont / system_reset / quit.  They emit STOP, RESUME, RESET,
+ * SHUTDOWN.  During a snapshot's pause (save-vm, restore-vm) stop and cont
+ * are honoured when the operation ends: the VM then ends stopped or
+ * running as last asked.  cont is refused on a half-loaded VM (a load
+ * that failed after changing something), system_reset during a snapshot.
+ */
 int machine_stop(struct machine *m, struct error **errp);
 int machine_cont(struct machine *m, struct error **errp);
 int machine_system_reset(struct machine *m, struct error **errp);
@@ -85,19 +94,24 @@ void machine_free(struct machine *m);
 int machine_pause_vcpus(struct machine *m, struct error **errp);
 void machine_resume_vcpus(struct machine *m);
 /*
- * Set the run state shown by query-status (RUN_STATE_SAVE_VM or
- * RUN_STATE_RESTORE_VM while a snapshot is saved or loaded, then back to the
- * state returned).  Does not pause or resume anything and emits nothing.
- */
-enum run_state machine_set_run_state(struct machine *m, enum run_state state);
-
-/*
  * One snapshot operation at a time: claim the machine's snapshot slot before
  * starting one (fails with a clear error if another is under way), release
- * it when done.
+ * it when done.  QMP, the jobs, HMP and -loadvm all take it.
  */
 int machine_snapshot_claim(struct machine *m, struct error **errp);
 void machine_snapshot_release(struct machine *m);
+
+/*
+ * A snapshot operation's pause: the vCPUs stop (STOP if the guest was
+ * running) and the run state becomes `during` (RUN_STATE_SAVE_VM or
+ * RUN_STATE_RESTORE_VM).  Refused for a save on a half-loaded VM.  After
+ * quit the state stays "shutdown" (quit waits for the operation).  machine_snapshot_resume() ends
+ * it in the state the user asked for (the one before, or a stop/cont sent during the operation),
+ * with RESUME if the guest runs again.  `half_loaded` non-NULL (what failed): a load failed after
+ * it changed something; the VM stays stopped in RUN_STATE_RESTORE_FAILED, with a STOP event.
+ */
+int machine_snapshot_pause(struct machine *m, enum run_state during, struct error **errp);
+void machine_snapshot_resume(struct machine *m, const char *half_loaded);
 
 int machine_vcpu_count(struct machine *m);
 /* Guest RAM as one host buffer: page i of the vmstate RAM section is ram + i*4096. */
@@ -105,17 +119,10 @@ void *machine_ram(struct machine *m, uint64_t *size);
 /*
  * Instant restore maps a snapshot's RAM clusters MAP_PRIVATE over guest RAM;
  * that is only possible where RAM is private memory (not -mem-path, whose
- * RAM is the file).  The machine keeps the record of what is mapped from
- * where (src/snapshot owns its content), since it owns all VM state.
+ * RAM is the file).  What is mapped from where is the snapshot layer's
+ * record (src/snapshot/restore.c).
  */
 bool machine_ram_is_private(struct machine *m);
-struct ram_mapping {
-    struct block_node *node; /* NULL: nothing is mapped */
-    char snapshot_id[128];
-    uint64_t *ranges; /* (offset, length) pairs in guest RAM */
-    size_t nr_ranges;
-};
-struct ram_mapping *machine_ram_mapping(struct machine *m);
 
 /* The guest-visible virtual clock: advances only while vCPUs run. */
 uint64_t machine_vm_clock_ns(struct machine *m);

@@ -357,6 +357,7 @@ static json_t *hmp_call(struct qmp_request *req, enum snapshot_op op, const char
     if (call) {
         call->hmp = true;
         call->req.replace = replace;
+        call->req.origin = SNAPSHOT_ORIGIN_HMP; /* errors suggest only what HMP can do */
     }
     return start_deferred(req, call, errp);
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "block/block.h"
+#include "snapshot/describe.h"
 #include "snapshot/devstate.h"
 #include "snapshot/ram.h"
 #include "snapshot/restore.h"
@@ -126,10 +127,11 @@ int read_and_check_vmstate(struct load_ctx *ctx, struct error **errp)
  * and vCPUs, whose records were fully checked beforehand.
  */
 static int apply_snapshot(struct load_ctx *ctx, const struct snapshot_progress *progress,
-                          struct error **errp)
+                          bool *changed, struct error **errp)
 {
     const char *tag = ctx->req->tag;
     for (size_t i = 0; i < ctx->targets.count; i++) {
+        *changed = i > 0;
         if (block_snapshot_goto(ctx->targets.nodes[i], tag, errp) < 0) {
             error_prepend(errp, "reverting node '%s' to snapshot '%s'%s",
                           block_node_name(ctx->targets.nodes[i]), tag,
@@ -137,6 +139,7 @@ static int apply_snapshot(struct load_ctx *ctx, const struct snapshot_progress *
             return -1;
         }
     }
+    *changed = true;
     uint64_t ram_size;
     machine_ram(ctx->m, &ram_size);
     progress_total(progress, ram_size);
@@ -151,25 +154,31 @@ int vm_snapshot_load(struct machine *m, const struct snapshot_request *req,
                      const struct snapshot_progress *progress, json_t **result, struct error **errp)
 {
     struct load_ctx ctx = {.m = m, .req = req};
+    struct description *desc = NULL; /* the snapshot's record (describe.h), if it has one */
     int rc = -1;
     if (check_tag(req->tag, errp) < 0 ||
-        snapshot_select(machine_block_graph(m), req->api, &req->nodes, req->vmstate,
-                        req->vmstate != NULL, &ctx.targets, errp) < 0 ||
+        describe_select_load(m, req, &ctx.targets, &desc, errp) < 0 ||
         require_tag_everywhere(&ctx.targets, req->tag, errp) < 0 ||
         find_vmstate_node(&ctx, errp) < 0 || read_and_check_vmstate(&ctx, errp) < 0) {
         goto out;
     }
-    struct pause_scope ps;
-    if (pause_begin(&ps, m, RUN_STATE_RESTORE_VM, errp) < 0) {
+    if (machine_snapshot_pause(m, RUN_STATE_RESTORE_VM, errp) < 0) {
         goto out;
     }
-    rc = apply_snapshot(&ctx, progress, errp);
-    pause_end(&ps);
+    bool changed = false;
+    struct error *err = NULL;
+    rc = apply_snapshot(&ctx, progress, &changed, &err);
+    machine_snapshot_resume(m, rc < 0 && changed ? err->message : NULL);
+    if (rc < 0) {
+        error_propagate(errp, err);
+    }
     if (rc == 0) {
+        describe_set_current(m, &ctx.targets, desc); /* the VM is at it now */
         *result = json_pack("{s:s, s:s, s:o}", "tag", req->tag, "vmstate",
                             block_node_name(ctx.vmstate), "devices", node_names(&ctx.targets));
     }
 out:
+    describe_free(desc);
     free(ctx.records);
     free(ctx.devices);
     return rc;

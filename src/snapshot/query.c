@@ -1,6 +1,10 @@
 /*
- * query-snapshots: the VM-level view of the snapshots on every node, and
- * whether each can be loaded into this VM (judged by the load's own checks).
+ * query-snapshots: the VM-level view of the snapshots on every node, as
+ * the images describe them (describe.h) -- the node set each snapshot
+ * recorded, its vmstate node, its parent, whether the VM is at it -- and
+ * whether each can be loaded into this VM, judged by exactly the checks
+ * that `loadvm {tag}` makes (the recorded set, then the vmstate itself).
+ * Enough for a client to draw the tree, with nothing but the images.
  */
 #include "snapshot/snapshot.h"
 
@@ -9,16 +13,22 @@
 #include <string.h>
 
 #include "block/block.h"
+#include "snapshot/describe.h"
 #include "snapshot/snapshot-int.h"
 
-static const char *unloadable_reason(struct machine *m, const char *tag, json_t *entry, char *buf,
-                                     size_t len)
+/* What query-snapshots learns about one tag beyond the block layer's lists. */
+struct entry_info {
+    struct description *desc; /* NULL: no record (format 1, disk-only, foreign) */
+};
+
+/* Load checks, as `loadvm {tag}` makes them; the record comes back in info. */
+static const char *unloadable_reason(struct machine *m, const char *tag, json_t *entry,
+                                     struct entry_info *info, char *buf, size_t len)
 {
     struct snapshot_request req = {.api = SNAPSHOT_API_SEED, .tag = tag};
     struct load_ctx ctx = {.m = m, .req = &req};
     struct error *err = NULL;
-    if (snapshot_select(machine_block_graph(m), SNAPSHOT_API_SEED, &req.nodes, NULL, false,
-                        &ctx.targets, &err) == 0 &&
+    if (describe_select_load(m, &req, &ctx.targets, &info->desc, &err) == 0 &&
         require_tag_everywhere(&ctx.targets, tag, &err) == 0 &&
         find_vmstate_node(&ctx, &err) == 0 && read_and_check_vmstate(&ctx, &err) == 0) {
         json_object_set_new(entry, "vmstate", json_string(block_node_name(ctx.vmstate)));
@@ -31,6 +41,20 @@ static const char *unloadable_reason(struct machine *m, const char *tag, json_t 
     snprintf(buf, len, "%s", err->message);
     error_free(err);
     return buf;
+}
+
+/* A snapshot whose record cannot be used for loading is still described if it can be read. */
+static void describe_anyway(struct machine *m, const char *tag, struct entry_info *info)
+{
+    struct block_graph *g = machine_block_graph(m);
+    for (struct block_node *n = block_graph_next(g, NULL); n && !info->desc;
+         n = block_graph_next(g, n)) {
+        struct block_snapshot_info s;
+        if (block_node_can_snapshot(n) && block_snapshot_find(n, tag, &s) == 0 &&
+            s.vm_state_size > 0) {
+            describe_read(n, tag, &info->desc, NULL);
+        }
+    }
 }
 
 static json_t *find_entry(json_t *list, const char *tag)
@@ -64,6 +88,47 @@ static void add_node_snapshot(json_t *list, struct block_node *n,
     json_array_append_new(json_object_get(e, "nodes"), json_string(block_node_name(n)));
 }
 
+/* The index of the entry whose record has this uuid, or -1. */
+static long entry_with_uuid(const struct entry_info *infos, size_t count, const char *uuid)
+{
+    for (size_t i = 0; i < count; i++) {
+        if (infos[i].desc && !strcmp(describe_uuid(infos[i].desc), uuid)) {
+            return (long)i;
+        }
+    }
+    return -1;
+}
+
+/*
+ * What the records say: the recorded node set, and the parent -- the
+ * nearest recorded ancestor that still exists, so that the children of a
+ * deleted snapshot hang from its parent.
+ */
+static void add_record(json_t *list, struct entry_info *infos, size_t count, size_t i)
+{
+    json_t *e = json_array_get(list, i);
+    const struct description *d = infos[i].desc;
+    if (!d) {
+        return; /* no record: nothing known about what was left out, nor a parent */
+    }
+    json_object_set_new(e, "nodes", describe_node_names(d));
+    json_object_set_new(e, "excluded", describe_excluded_names(d));
+    json_object_set_new(e, "machine", json_deep_copy(describe_machine(d)));
+    if (!json_object_get(e, "vmstate")) {
+        json_object_set_new(e, "vmstate", json_string(describe_vmstate(d)));
+    }
+    size_t k;
+    json_t *a;
+    json_array_foreach(describe_ancestors(d), k, a)
+    {
+        long p = entry_with_uuid(infos, count, json_string_value(a));
+        if (p >= 0 && (size_t)p != i) {
+            json_object_set(e, "parent", json_object_get(json_array_get(list, (size_t)p), "tag"));
+            break;
+        }
+    }
+}
+
 json_t *vm_snapshot_query(struct machine *m, struct error **errp)
 {
     struct block_graph *g = machine_block_graph(m);
@@ -83,17 +148,31 @@ json_t *vm_snapshot_query(struct machine *m, struct error **errp)
         }
         free(snaps);
     }
-    size_t i;
-    json_t *e;
-    json_array_foreach(list, i, e)
-    {
+    size_t count = json_array_size(list);
+    struct entry_info *infos = calloc(count ? count : 1, sizeof(*infos));
+    if (!infos) {
+        abort();
+    }
+    for (size_t i = 0; i < count; i++) {
+        json_t *e = json_array_get(list, i);
         char why[1024];
         const char *reason = unloadable_reason(m, json_string_value(json_object_get(e, "tag")), e,
-                                               why, sizeof(why));
+                                               &infos[i], why, sizeof(why));
         json_object_set_new(e, "loadable", json_boolean(reason == NULL));
         if (reason) {
             json_object_set_new(e, "reason", json_string(reason));
+            describe_anyway(m, json_string_value(json_object_get(e, "tag")), &infos[i]);
         }
     }
+    char current[DESCRIBE_UUID_LEN + 1];
+    long at = describe_current(g, current) ? entry_with_uuid(infos, count, current) : -1;
+    for (size_t i = 0; i < count; i++) {
+        add_record(list, infos, count, i);
+        json_object_set_new(json_array_get(list, i), "current", json_boolean((long)i == at));
+    }
+    for (size_t i = 0; i < count; i++) {
+        describe_free(infos[i].desc);
+    }
+    free(infos);
     return list;
 }

@@ -6,6 +6,7 @@
 #include "snapshot/restore.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,60 @@ static size_t max_mapped_runs(void)
     return max > 8192 ? (max - 4096) / 2 : 0;
 }
 
+/*
+ * What guest RAM maps from where, per machine.  It belongs to this layer
+ * (the machine only owns the memory), under its own lock: a load replaces
+ * it while a delete may look at it.  An entry lives from a machine's first
+ * restore until vm_snapshot_forget().
+ */
+struct ram_mapping {
+    struct machine *m;
+    struct block_node *node; /* NULL: nothing is mapped */
+    char snapshot_id[128];
+    uint64_t *ranges; /* (offset, length) pairs in guest RAM */
+    size_t nr_ranges;
+    struct ram_mapping *next;
+};
+
+static pthread_mutex_t mappings_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ram_mapping *mappings;
+
+/* Called with mappings_lock held. */
+static struct ram_mapping *mapping_of(struct machine *m, bool create)
+{
+    for (struct ram_mapping *p = mappings; p; p = p->next) {
+        if (p->m == m) {
+            return p;
+        }
+    }
+    if (!create) {
+        return NULL;
+    }
+    struct ram_mapping *p = calloc(1, sizeof(*p));
+    if (!p) {
+        abort();
+    }
+    p->m = m;
+    p->next = mappings;
+    mappings = p;
+    return p;
+}
+
+void restore_forget(struct machine *m)
+{
+    pthread_mutex_lock(&mappings_lock);
+    for (struct ram_mapping **pp = &mappings; *pp; pp = &(*pp)->next) {
+        if ((*pp)->m == m) {
+            struct ram_mapping *p = *pp;
+            *pp = p->next;
+            free(p->ranges);
+            free(p);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&mappings_lock);
+}
+
 static bool page_aligned(uint64_t v)
 {
     return v % PAGE == 0;
@@ -49,7 +104,10 @@ static bool page_aligned(uint64_t v)
 static void mapping_reset(struct ram_mapping *map)
 {
     free(map->ranges);
-    memset(map, 0, sizeof(*map));
+    map->ranges = NULL;
+    map->nr_ranges = 0;
+    map->node = NULL;
+    map->snapshot_id[0] = 0;
 }
 
 static void mapping_add(struct ram_mapping *map, uint64_t offset, uint64_t len)
@@ -91,12 +149,10 @@ static int restore_extent(struct block_node *node, const char *tag, const struct
     return 0;
 }
 
-int restore_ram(struct machine *m, struct block_node *node, const char *tag, const char *id,
-                uint64_t ram_offset, struct error **errp)
+static int restore_ram_locked(struct machine *m, struct ram_mapping *map, struct block_node *node,
+                              const char *tag, const char *id, uint8_t *ram, uint64_t ram_size,
+                              uint64_t ram_offset, struct error **errp)
 {
-    uint64_t ram_size;
-    uint8_t *ram = machine_ram(m, &ram_size);
-    struct ram_mapping *map = machine_ram_mapping(m);
     /* Whatever was mapped before is about to be replaced entirely. */
     mapping_reset(map);
     struct block_extent *extents = NULL;
@@ -131,10 +187,10 @@ int restore_ram(struct machine *m, struct block_node *node, const char *tag, con
     return rc;
 }
 
-int restore_release(struct machine *m, struct block_node *node, const char *id, struct error **errp)
+static int restore_release_locked(struct machine *m, struct ram_mapping *map,
+                                  struct block_node *node, const char *id, struct error **errp)
 {
-    struct ram_mapping *map = machine_ram_mapping(m);
-    if (map->node != node || strcmp(map->snapshot_id, id) != 0) {
+    if (!map || map->node != node || strcmp(map->snapshot_id, id) != 0) {
         return 0;
     }
     uint8_t *ram = machine_ram(m, NULL);
@@ -155,4 +211,24 @@ int restore_release(struct machine *m, struct block_node *node, const char *id, 
     }
     mapping_reset(map);
     return 0;
+}
+
+int restore_ram(struct machine *m, struct block_node *node, const char *tag, const char *id,
+                uint64_t ram_offset, struct error **errp)
+{
+    uint64_t ram_size;
+    uint8_t *ram = machine_ram(m, &ram_size);
+    pthread_mutex_lock(&mappings_lock);
+    int rc = restore_ram_locked(m, mapping_of(m, true), node, tag, id, ram, ram_size, ram_offset,
+                                errp);
+    pthread_mutex_unlock(&mappings_lock);
+    return rc;
+}
+
+int restore_release(struct machine *m, struct block_node *node, const char *id, struct error **errp)
+{
+    pthread_mutex_lock(&mappings_lock);
+    int rc = restore_release_locked(m, mapping_of(m, false), node, id, errp);
+    pthread_mutex_unlock(&mappings_lock);
+    return rc;
 }

@@ -38,4 +38,7 @@ int restore_ram(struct machine *m, struct block_node *node, const char *tag, con
 int restore_release(struct machine *m, struct block_node *node, const char *id,
                     struct error **errp);
 
+/* The machine is going away: forget what its RAM maps (main.c, tests). */
+void restore_forget(struct machine *m);
+
 #endif

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "block/block.h"
+#include "snapshot/describe.h"
 #include "snapshot/devstate.h"
 #include "snapshot/ram.h"
 #include "snapshot/snapshot-int.h"
@@ -66,6 +67,7 @@ struct save_ctx {
     const struct snapshot_progress *progress;
     struct snapshot_targets targets;
     struct byte_buf devices;
+    struct description *description; /* the record written with the vmstate (describe.h) */
     struct vmstate_header header;
     uint8_t *ram;
     uint64_t ram_size;
@@ -243,6 +245,9 @@ static int write_devices_and_header(struct save_ctx *ctx, struct error **errp)
     h->devices_size = ctx->devices.len;
     h->devices_crc = vmstate_crc32(ctx->devices.data, ctx->devices.len);
     h->ram_pages_written = ctx->saver.pages_stored;
+    if (describe_write(ctx->description, node, h, errp) < 0) {
+        return -1;
+    }
     uint8_t hdr[VMSTATE_HEADER_SIZE];
     vmstate_header_encode(h, hdr);
     if (block_vmstate_write(node, h->devices_offset, ctx->devices.data, ctx->devices.len, errp) <
@@ -251,7 +256,7 @@ static int write_devices_and_header(struct save_ctx *ctx, struct error **errp)
         error_prepend(errp, "writing the vmstate to node '%s'", block_node_name(node));
         return -1;
     }
-    ctx->bytes_written = ctx->saver.bytes_written + sizeof(hdr) + ctx->devices.len;
+    ctx->bytes_written = ctx->saver.bytes_written + sizeof(hdr) + ctx->devices.len + h->desc_size;
     return 0;
 }
 
@@ -334,6 +339,10 @@ static int final_pass(struct save_ctx *ctx, json_t **result, struct error **errp
         return -1;
     }
     log_debug("live save: device state captured");
+    ctx->description = describe_capture(ctx->m, t, ctx->req->tag, errp);
+    if (!ctx->description) {
+        return -1;
+    }
     if (write_devices_and_header(ctx, errp) < 0) {
         return -1;
     }
@@ -374,15 +383,14 @@ static void save_ctx_destroy(struct save_ctx *ctx)
     ram_saver_destroy(&ctx->saver);
     free(ctx->dirty);
     buf_free(&ctx->devices);
+    describe_free(ctx->description);
 }
 
 int vm_snapshot_save(struct machine *m, const struct snapshot_request *req,
                      const struct snapshot_progress *progress, json_t **result, struct error **errp)
 {
     struct save_ctx ctx = {.m = m, .req = req, .progress = progress};
-    if (check_tag(req->tag, errp) < 0 ||
-        snapshot_select(machine_block_graph(m), req->api, &req->nodes, req->vmstate, true,
-                        &ctx.targets, errp) < 0 ||
+    if (check_tag(req->tag, errp) < 0 || describe_select_save(m, req, &ctx.targets, errp) < 0 ||
         check_tag_free(&ctx.targets, req->tag, req->replace, errp) < 0 ||
         save_ctx_init(&ctx, errp) < 0) {
         return -1;
@@ -392,10 +400,13 @@ int vm_snapshot_save(struct machine *m, const struct snapshot_request *req,
         goto out;
     }
     if (precopy(&ctx, errp) == 0) {
-        struct pause_scope ps;
-        if (pause_begin(&ps, m, RUN_STATE_SAVE_VM, errp) == 0) {
+        if (machine_snapshot_pause(m, RUN_STATE_SAVE_VM, errp) == 0) {
             rc = final_pass(&ctx, result, errp);
-            pause_end(&ps);
+            machine_snapshot_resume(m, NULL);
+        }
+        if (rc == 0) {
+            /* After the commit and outside the pause: it never fails the save. */
+            describe_set_current(m, &ctx.targets, ctx.description);
         }
     }
     machine_dirty_log_stop(m);

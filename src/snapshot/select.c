@@ -58,16 +58,25 @@ static int add_target(struct snapshot_targets *out, struct block_node *node, str
     return 0;
 }
 
-static int select_seed(struct block_graph *graph, const struct name_list *exclude,
-                       struct snapshot_targets *out, struct error **errp)
+/* for_delete: a node that cannot hold snapshots holds none to delete, so it is skipped. */
+static int select_seed(struct block_graph *graph, enum snapshot_origin origin, bool for_delete,
+                       const struct name_list *exclude, struct snapshot_targets *out,
+                       struct error **errp)
 {
     if (check_names(graph, exclude, "exclude", errp) < 0) {
         return -1;
     }
     for (struct block_node *n = block_graph_next(graph, NULL); n; n = block_graph_next(graph, n)) {
         if (block_node_read_only(n) || is_child_of_another(graph, n) ||
-            names_contain(exclude, block_node_name(n))) {
+            names_contain(exclude, block_node_name(n)) ||
+            (for_delete && !block_node_can_snapshot(n))) {
             continue;
+        }
+        if (!block_node_can_snapshot(n) && origin != SNAPSHOT_ORIGIN_QMP) {
+            /* QEMU's message: HMP and -loadvm have no 'exclude' to suggest. */
+            error_setg(errp, "Device '%s' is writable but does not support snapshots",
+                       block_node_name(n));
+            return -1;
         }
         if (!block_node_can_snapshot(n)) {
             error_setg(errp,
@@ -128,7 +137,8 @@ static bool in_targets(const struct snapshot_targets *t, const struct block_node
     return false;
 }
 
-static int pick_default_vmstate(struct snapshot_targets *out, struct error **errp)
+static int pick_default_vmstate(struct snapshot_targets *out, enum snapshot_origin origin,
+                                struct error **errp)
 {
     struct block_node *best = NULL;
     for (size_t i = 0; i < out->count; i++) {
@@ -139,6 +149,11 @@ static int pick_default_vmstate(struct snapshot_targets *out, struct error **err
         if (!best || block_node_length(n) > block_node_length(best)) {
             best = n;
         }
+    }
+    if (!best && origin != SNAPSHOT_ORIGIN_QMP) {
+        error_setg(errp, "No node is large enough to hold the vmstate (every node in the "
+                         "snapshot is under 4 MiB, like a firmware varstore)");
+        return -1;
     }
     if (!best) {
         error_setg(errp,
@@ -151,11 +166,12 @@ static int pick_default_vmstate(struct snapshot_targets *out, struct error **err
     return 0;
 }
 
-static int resolve_vmstate(struct block_graph *graph, enum snapshot_api api, const char *vmstate,
+static int resolve_vmstate(struct block_graph *graph, enum snapshot_api api,
+                           enum snapshot_origin origin, const char *vmstate,
                            struct snapshot_targets *out, struct error **errp)
 {
     if (!vmstate) {
-        return pick_default_vmstate(out, errp);
+        return pick_default_vmstate(out, origin, errp);
     }
     struct block_node *n = block_graph_find(graph, vmstate);
     if (!n) {
@@ -181,12 +197,13 @@ static int resolve_vmstate(struct block_graph *graph, enum snapshot_api api, con
     return 0;
 }
 
-int snapshot_select(struct block_graph *graph, enum snapshot_api api, const struct name_list *names,
-                    const char *vmstate, bool want_vmstate, struct snapshot_targets *out,
-                    struct error **errp)
+int snapshot_select_as(struct block_graph *graph, enum snapshot_api api,
+                       enum snapshot_origin origin, const struct name_list *names,
+                       const char *vmstate, bool want_vmstate, struct snapshot_targets *out,
+                       struct error **errp)
 {
     memset(out, 0, sizeof(*out));
-    int rc = api == SNAPSHOT_API_SEED ? select_seed(graph, names, out, errp)
+    int rc = api == SNAPSHOT_API_SEED ? select_seed(graph, origin, false, names, out, errp)
                                       : select_devices(graph, names, out, errp);
     if (rc < 0) {
         return -1;
@@ -194,5 +211,36 @@ int snapshot_select(struct block_graph *graph, enum snapshot_api api, const stru
     if (!want_vmstate) {
         return 0;
     }
-    return resolve_vmstate(graph, api, vmstate, out, errp);
+    return resolve_vmstate(graph, api, origin, vmstate, out, errp);
+}
+
+int snapshot_select(struct block_graph *graph, enum snapshot_api api, const struct name_list *names,
+                    const char *vmstate, bool want_vmstate, struct snapshot_targets *out,
+                    struct error **errp)
+{
+    return snapshot_select_as(graph, api, SNAPSHOT_ORIGIN_QMP, names, vmstate, want_vmstate, out,
+                              errp);
+}
+
+int snapshot_select_delete(struct block_graph *graph, enum snapshot_api api,
+                           const struct name_list *names, struct snapshot_targets *out,
+                           struct error **errp)
+{
+    memset(out, 0, sizeof(*out));
+    return api == SNAPSHOT_API_SEED
+                   ? select_seed(graph, SNAPSHOT_ORIGIN_QMP, true, names, out, errp)
+                   : select_devices(graph, names, out, errp);
+}
+
+size_t snapshot_excluded(struct block_graph *graph, const struct snapshot_targets *t,
+                         struct block_node **out, size_t max)
+{
+    size_t n = 0;
+    for (struct block_node *b = block_graph_next(graph, NULL); b; b = block_graph_next(graph, b)) {
+        if (!block_node_read_only(b) && !is_child_of_another(graph, b) && !in_targets(t, b) &&
+            n < max) {
+            out[n++] = b;
+        }
+    }
+    return n;
 }

@@ -10,6 +10,9 @@
  *    `devices`; each must exist and hold snapshots.
  *  - An empty set, an unknown node, a duplicate, or a `vmstate` node outside
  *    the set is an error of its own.
+ *  - A delete (seed API) skips nodes that cannot hold snapshots.
+ *  - Loading by tag alone uses the node set the snapshot recorded, and HMP
+ *    savevm reuses the current snapshot's (describe.h).
  *  - Default vmstate node (seed API without `vmstate`): the largest node of
  *    the set, first on the command line among equals; nodes under
  *    VMSTATE_MIN_DEFAULT_NODE_SIZE (4 MiB: an OVMF varstore is 128-540 KiB)
@@ -49,11 +52,39 @@ enum snapshot_api {
 };
 
 /*
+ * Which interface a request came from: an error suggests only what that
+ * interface can do (HMP and -loadvm cannot pass `exclude` or `vmstate`).
+ */
+enum snapshot_origin {
+    SNAPSHOT_ORIGIN_QMP,     /* QMP commands and jobs (the default) */
+    SNAPSHOT_ORIGIN_HMP,     /* human-monitor-command savevm/loadvm/delvm */
+    SNAPSHOT_ORIGIN_CMDLINE, /* -loadvm TAG */
+};
+
+/*
  * Resolve the node set.  `names` is `exclude` (seed API) or `devices` (job
  * API).  `vmstate` may be NULL; `want_vmstate` is false for delete.
  */
 int snapshot_select(struct block_graph *graph, enum snapshot_api api, const struct name_list *names,
                     const char *vmstate, bool want_vmstate, struct snapshot_targets *out,
                     struct error **errp);
+/* The same, with errors worded for `origin` (snapshot_select() is SNAPSHOT_ORIGIN_QMP). */
+int snapshot_select_as(struct block_graph *graph, enum snapshot_api api,
+                       enum snapshot_origin origin, const struct name_list *names,
+                       const char *vmstate, bool want_vmstate, struct snapshot_targets *out,
+                       struct error **errp);
+
+/*
+ * The node set of a delete: as snapshot_select(), except that the seed API
+ * skips nodes that cannot hold snapshots (they hold none to delete, so a
+ * raw varstore needs no 'exclude' to delete by tag, as with QEMU's delvm).
+ */
+int snapshot_select_delete(struct block_graph *graph, enum snapshot_api api,
+                           const struct name_list *names, struct snapshot_targets *out,
+                           struct error **errp);
+
+/* Writable top-level nodes that are not in `t`: what a snapshot of `t` leaves out. */
+size_t snapshot_excluded(struct block_graph *graph, const struct snapshot_targets *t,
+                         struct block_node **out, size_t max);
 
 #endif

@@ -1,7 +1,6 @@
 /*
  * What the whole-VM snapshot operations share (internal to src/snapshot):
- * tag checks, the pause scope that brackets every operation's instant,
- * progress hooks, and the load checks that query-snapshots reuses to say
+ * tag checks, progress hooks, and the load checks that query-snapshots reuses to say
  * whether a snapshot can be loaded.  save.c, load.c, delete (snapshot.c)
  * and query.c each own one operation.
  */
@@ -27,20 +26,6 @@ int delete_by_id(struct machine *m, struct block_node *node, const char *id, str
 json_t *node_names(const struct snapshot_targets *t);
 void progress_total(const struct snapshot_progress *p, uint64_t total);
 void progress_advance(const struct snapshot_progress *p, uint64_t bytes);
-
-/*
- * Pause for the duration of a snapshot, remembering whether the guest was
- * running so that exactly that is restored afterwards.
- */
-struct pause_scope {
-    struct machine *m;
-    bool was_running;
-    enum run_state previous;
-};
-
-int pause_begin(struct pause_scope *ps, struct machine *m, enum run_state during,
-                struct error **errp);
-void pause_end(struct pause_scope *ps);
 
 /* ---- load checks, shared with query-snapshots ---- */
 

@@ -1,6 +1,6 @@
 /*
  * Whole-VM snapshot operations (see snapshot.h): what save (save.c), load
- * (load.c) and query (query.c) share -- tag checks, the pause scope,
+ * (load.c) and query (query.c) share -- tag checks and
  * progress hooks -- and delete, the simplest of the operations.
  */
 #include "snapshot/snapshot.h"
@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "block/block.h"
+#include "snapshot/describe.h"
 #include "snapshot/restore.h"
 #include "snapshot/snapshot-int.h"
 
@@ -93,28 +94,9 @@ void progress_advance(const struct snapshot_progress *p, uint64_t bytes)
     }
 }
 
-int pause_begin(struct pause_scope *ps, struct machine *m, enum run_state during,
-                struct error **errp)
+void vm_snapshot_forget(struct machine *m)
 {
-    ps->m = m;
-    ps->was_running = machine_is_running(m);
-    if (machine_pause_vcpus(m, errp) < 0) {
-        return -1;
-    }
-    ps->previous = machine_set_run_state(m, during);
-    if (ps->was_running) {
-        machine_emit_event(m, "STOP", NULL);
-    }
-    return 0;
-}
-
-void pause_end(struct pause_scope *ps)
-{
-    machine_set_run_state(ps->m, ps->previous);
-    machine_resume_vcpus(ps->m);
-    if (ps->was_running) {
-        machine_emit_event(ps->m, "RESUME", NULL);
-    }
+    restore_forget(m);
 }
 
 /* ------------------------------------------------------------------ */
@@ -125,8 +107,20 @@ int vm_snapshot_delete(struct machine *m, const struct snapshot_request *req, js
 {
     struct snapshot_targets t;
     if (check_tag(req->tag, errp) < 0 ||
-        snapshot_select(machine_block_graph(m), req->api, &req->nodes, NULL, false, &t, errp) < 0) {
+        snapshot_select_delete(machine_block_graph(m), req->api, &req->nodes, &t, errp) < 0) {
         return -1;
+    }
+    /* Its record, read before it goes: if the VM is at it, its parent becomes current. */
+    struct description *gone = NULL;
+    struct block_node *holder = NULL;
+    for (size_t i = 0; i < t.count && !holder; i++) {
+        struct block_snapshot_info info;
+        if (block_snapshot_find(t.nodes[i], req->tag, &info) == 0 && info.vm_state_size) {
+            holder = t.nodes[i];
+        }
+    }
+    if (holder) {
+        describe_read(holder, req->tag, &gone, NULL);
     }
     json_t *deleted = json_array(), *missing = json_array();
     for (size_t i = 0; i < t.count; i++) {
@@ -146,9 +140,12 @@ int vm_snapshot_delete(struct machine *m, const struct snapshot_request *req, js
         error_setg(errp, "Snapshot '%s' does not exist on any node", req->tag);
         goto fail;
     }
+    describe_deleted(m, &t, gone);
+    describe_free(gone);
     *result = json_pack("{s:s, s:o, s:o}", "tag", req->tag, "deleted", deleted, "missing", missing);
     return 0;
 fail:
+    describe_free(gone);
     json_decref(deleted);
     json_decref(missing);
     return -1;

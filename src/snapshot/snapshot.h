@@ -26,9 +26,10 @@ struct machine;
 struct snapshot_request {
     enum snapshot_api api;
     const char *tag;
-    const char *vmstate;    /* may be NULL */
-    struct name_list nodes; /* `exclude` (seed API) or `devices` (job API) */
-    bool replace;           /* HMP savevm: an existing tag is replaced */
+    const char *vmstate;         /* may be NULL */
+    struct name_list nodes;      /* `exclude` (seed API) or `devices` (job API) */
+    bool replace;                /* HMP savevm: an existing tag is replaced */
+    enum snapshot_origin origin; /* who asked: errors suggest only what it can do */
 };
 
 /* Progress and cancellation hooks (all optional). */
@@ -51,6 +52,12 @@ int vm_snapshot_load(struct machine *m, const struct snapshot_request *req,
                      struct error **errp);
 int vm_snapshot_delete(struct machine *m, const struct snapshot_request *req, json_t **result,
                        struct error **errp);
+
+/*
+ * The machine is about to be freed: drop what the snapshot layer keeps
+ * about it (the record of RAM mapped from images by instant restore).
+ */
+void vm_snapshot_forget(struct machine *m);
 
 /* The VM-level snapshot list (query-snapshots). */
 json_t *vm_snapshot_query(struct machine *m, struct error **errp);

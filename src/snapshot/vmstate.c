@@ -26,9 +26,20 @@ enum {
     HDR_DEV_CRC = 64,
     HDR_RAM_OFFSET = 72,
     HDR_RAM_PAGES = 80,
-    HDR_CRC = 88, /* CRC-32 of bytes [0, HDR_CRC) */
-    HDR_END = 92,
+    HDR_V1_CRC = 88, /* version 1: CRC-32 of bytes [0, 88) */
+    HDR_V1_END = 92,
+    HDR_DESC_OFFSET = 88, /* version 2 on */
+    HDR_DESC_SIZE = 96,
+    HDR_DESC_CRC = 104,
+    HDR_CRC = 108, /* version 2: CRC-32 of bytes [0, HDR_CRC) */
+    HDR_END = 112,
 };
+
+/* Where a header of this version keeps its own CRC. */
+static int header_crc_offset(uint32_t version)
+{
+    return version == 1 ? HDR_V1_CRC : HDR_CRC;
+}
 
 /* First bytes of a QEMU migration stream ("QEVM", big-endian version 3). */
 static const uint8_t qemu_stream_magic[4] = {'Q', 'E', 'V', 'M'};
@@ -59,9 +70,14 @@ uint64_t vmstate_devices_offset(uint64_t ram_size)
     return VMSTATE_RAM_OFFSET + ram_size;
 }
 
-uint64_t vmstate_total_size(const struct vmstate_header *h)
+uint64_t vmstate_desc_offset(const struct vmstate_header *h)
 {
     return h->devices_offset + h->devices_size;
+}
+
+uint64_t vmstate_total_size(const struct vmstate_header *h)
+{
+    return h->desc_size ? h->desc_offset + h->desc_size : h->devices_offset + h->devices_size;
 }
 
 void vmstate_header_encode(const struct vmstate_header *h, uint8_t *out)
@@ -80,6 +96,9 @@ void vmstate_header_encode(const struct vmstate_header *h, uint8_t *out)
     put_le(out + HDR_DEV_CRC, h->devices_crc, 4);
     put_le(out + HDR_RAM_OFFSET, h->ram_offset, 8);
     put_le(out + HDR_RAM_PAGES, h->ram_pages_written, 8);
+    put_le(out + HDR_DESC_OFFSET, h->desc_size ? h->desc_offset : 0, 8);
+    put_le(out + HDR_DESC_SIZE, h->desc_size, 8);
+    put_le(out + HDR_DESC_CRC, h->desc_size ? h->desc_crc : 0, 4);
     put_le(out + HDR_CRC, crc32_of(out, HDR_CRC), 4);
 }
 
@@ -93,7 +112,7 @@ static int check_magic(const uint8_t *buf, size_t len, const char *where, struct
                    where);
         return -1;
     }
-    if (len < HDR_END || memcmp(buf, VMSTATE_MAGIC, 8) != 0) {
+    if (len < HDR_V1_END || memcmp(buf, VMSTATE_MAGIC, 8) != 0) {
         error_setg(errp, "%s: the vmstate was not written by snapvm (no '%s' magic)", where,
                    VMSTATE_MAGIC);
         return -1;
@@ -130,6 +149,12 @@ static int check_layout(const struct vmstate_header *h, uint64_t vm_state_size, 
                    (unsigned long long)vmstate_total_size(h));
         return -1;
     }
+    if (h->desc_size &&
+        (h->desc_offset != vmstate_desc_offset(h) || h->desc_size > VMSTATE_MAX_DESC_SIZE)) {
+        error_setg(errp, "%s: vmstate description section at %llu (+%llu bytes) is invalid", where,
+                   (unsigned long long)h->desc_offset, (unsigned long long)h->desc_size);
+        return -1;
+    }
     if (h->vcpu_count == 0 || h->vcpu_count > 1024) {
         error_setg(errp, "%s: vmstate vCPU count %u is invalid", where, h->vcpu_count);
         return -1;
@@ -144,12 +169,16 @@ int vmstate_header_decode(const uint8_t *buf, size_t len, uint64_t vm_state_size
         return -1;
     }
     uint32_t version = (uint32_t)get_le(buf + HDR_VERSION, 4);
-    if (version != VMSTATE_VERSION) {
-        error_setg(errp, "%s: vmstate format version %u is not supported (this snapvm reads %u)",
-                   where, version, VMSTATE_VERSION);
+    if (version < VMSTATE_VERSION_MIN || version > VMSTATE_VERSION) {
+        error_setg(errp,
+                   "%s: vmstate format version %u is not supported (this snapvm reads versions "
+                   "%u to %u%s)",
+                   where, version, VMSTATE_VERSION_MIN, VMSTATE_VERSION,
+                   version > VMSTATE_VERSION ? ": it was written by a newer snapvm" : "");
         return -1;
     }
-    if (get_le(buf + HDR_CRC, 4) != crc32_of(buf, HDR_CRC)) {
+    int crc_at = header_crc_offset(version);
+    if ((size_t)crc_at + 4 > len || get_le(buf + crc_at, 4) != crc32_of(buf, (size_t)crc_at)) {
         error_setg(errp, "%s: vmstate header checksum mismatch (the header is corrupt)", where);
         return -1;
     }
@@ -165,6 +194,11 @@ int vmstate_header_decode(const uint8_t *buf, size_t len, uint64_t vm_state_size
     h->devices_crc = (uint32_t)get_le(buf + HDR_DEV_CRC, 4);
     h->ram_offset = get_le(buf + HDR_RAM_OFFSET, 8);
     h->ram_pages_written = get_le(buf + HDR_RAM_PAGES, 8);
+    if (version >= 2) {
+        h->desc_offset = get_le(buf + HDR_DESC_OFFSET, 8);
+        h->desc_size = get_le(buf + HDR_DESC_SIZE, 8);
+        h->desc_crc = (uint32_t)get_le(buf + HDR_DESC_CRC, 4);
+    }
     return check_layout(h, vm_state_size, where, errp);
 }
 

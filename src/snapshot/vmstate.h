@@ -10,6 +10,16 @@
  *   [ram end, ...)          device-state section: records (id, version,
  *                           length, payload), one per vCPU, one for the
  *                           VM-wide KVM state, one per device
+ *   [devices end, ...)      description section (version 2 on): what the
+ *                           snapshot is -- its node set, parent and the
+ *                           VM's shape, as a JSON text (describe.h) -- so
+ *                           that an image describes itself
+ *
+ * Versions: 1 had no description section (its header CRC sits at byte
+ * 88); 2 adds the section's offset, size and CRC-32 (header CRC at 108).
+ * Both are read: a version-1 vmstate loads with the node-selection rules
+ * of the command that loads it, as it always did.  A newer version is
+ * refused with an error that says so.
  *
  * The device section comes after RAM because a live save writes RAM while
  * the guest runs, before the device state exists: RAM's place cannot depend
@@ -36,13 +46,16 @@
 #include "util/error.h"
 
 #define VMSTATE_MAGIC       "SNAPVMST"
-#define VMSTATE_VERSION     1
+#define VMSTATE_VERSION     2 /* written; 1 and 2 are read */
+#define VMSTATE_VERSION_MIN 1
 #define VMSTATE_HEADER_SIZE 4096u
 #define VMSTATE_PAGE_SIZE   4096u
 #define VMSTATE_RAM_ALIGN   (2u << 20)
 /* A device section larger than this is corrupt, not a real machine. */
 #define VMSTATE_MAX_DEVICES_SIZE (64u << 20)
 #define VMSTATE_MAX_ID           63
+/* A description larger than this is corrupt (a real one is a few KiB). */
+#define VMSTATE_MAX_DESC_SIZE (1u << 20)
 
 struct vmstate_header {
     uint32_t version;
@@ -56,6 +69,10 @@ struct vmstate_header {
     uint32_t devices_crc;
     uint64_t ram_offset;
     uint64_t ram_pages_written; /* informational: non-zero pages stored */
+    /* Version 2: the description section (desc_size 0: none). */
+    uint64_t desc_offset;
+    uint64_t desc_size;
+    uint32_t desc_crc;
 };
 
 /* The CRC-32 used for the device section (zlib's). */
@@ -63,10 +80,12 @@ uint32_t vmstate_crc32(const void *data, size_t len);
 /* Where the RAM section starts, and where the device section follows it. */
 #define VMSTATE_RAM_OFFSET VMSTATE_RAM_ALIGN
 uint64_t vmstate_devices_offset(uint64_t ram_size);
+/* Where the description section goes: right after the device section. */
+uint64_t vmstate_desc_offset(const struct vmstate_header *h);
 /* Total vmstate size (what the snapshot records as vm_state_size). */
 uint64_t vmstate_total_size(const struct vmstate_header *h);
 
-/* Fill `out` (VMSTATE_HEADER_SIZE bytes) with the encoded header. */
+/* Fill `out` (VMSTATE_HEADER_SIZE bytes) with the encoded header (always VMSTATE_VERSION). */
 void vmstate_header_encode(const struct vmstate_header *h, uint8_t *out);
 /*
  * Decode and validate a header read from the start of a vmstate.  `where`

@@ -117,3 +117,32 @@ def test_live_save_is_one_instant(tmp_path):
         g.resync()
         assert g.guest.cmd("dirty 0") == "ok"
     assert qemu_img_check(str(tmp_path / "disk0.qcow2")) == (0, 0)
+
+
+@pytest.mark.parametrize("api", ["savevm", "job"])
+def test_stop_during_a_live_save_is_honoured(tmp_path, api):
+    """stop while a live save runs (pre-copy or final pass): the save
+    completes, the VM ends paused, and the last run-state event is STOP."""
+    with Guest(tmp_path, disks=[Disk("disk0", "qcow2", "2G")], mem="512") as g:
+        g.guest.cmd("fill 5 400", timeout=60)
+        g.qmp.clear_events()
+        if api == "job":
+            g.qmp.cmd("snapshot-save", job_id="s", tag="a", vmstate="disk0", devices=["disk0"])
+        else:
+            g.qmp.send({"execute": "savevm", "arguments": {"tag": "a"}, "id": "save"})
+        other = g.connect()
+        time.sleep(0.05)
+        assert other.cmd("stop") == {}
+        if api == "job":
+            assert "error" not in g.wait_job("s")
+        else:
+            reply = g.qmp.recv(timeout=60)
+            assert reply["id"] == "save" and "return" in reply, reply
+        status = g.qmp.cmd("query-status")
+        assert status == {"running": False, "singlestep": False, "status": "paused"}
+        events = [e["event"] for e in g.qmp.events if e["event"] in ("STOP", "RESUME")]
+        assert events and events[-1] == "STOP", events
+        assert [s["tag"] for s in g.qmp.cmd("query-snapshots")] == ["a"]
+        g.qmp.cmd("cont")
+        g.next_tick()
+    assert qemu_img_check(str(tmp_path / "disk0.qcow2")) == (0, 0)

@@ -79,3 +79,52 @@ def test_unusual_cluster_sizes_load(tmp_path, cluster):
         g.resync()
         assert g.guest.sum() == saved
     assert qemu_img_check(str(img)) == (0, 0)
+
+
+def run_states(qmp):
+    """The STOP/RESUME events received so far, in order."""
+    return [e["event"] for e in qmp.events if e["event"] in ("STOP", "RESUME")]
+
+
+def load_with(g, command):
+    """loadvm 'a' while another client sends `command` as soon as the load is
+    under way (status restore-vm, or the load already answered).  Returns
+    what `command` answered."""
+    g.qmp.clear_events()
+    g.qmp.send({"execute": "loadvm", "arguments": {"tag": "a"}, "id": "load"})
+    other = g.connect()
+    for _ in range(2000):
+        if other.cmd("query-status")["status"] == "restore-vm":
+            break
+    answer = other.execute(command)
+    reply = g.qmp.recv(timeout=60)
+    assert reply == {"return": {"tag": "a", "vmstate": "disk0", "devices": ["disk0"]},
+                     "id": "load"}, reply
+    other.close()
+    return answer
+
+
+@pytest.mark.parametrize("before", ["running", "paused"])
+def test_stop_and_cont_during_a_load_are_honoured(tmp_path, before):
+    """A stop or cont sent while a load runs is never lost: the VM ends in
+    the state last asked for, with the events that say so.  (-mem-path RAM
+    is read, not mapped: the load lasts long enough to be caught.)"""
+    mem = tmp_path / "ram"
+    with Guest(tmp_path, disks=[Disk("disk0", "qcow2", "1G")], mem="512",
+               extra=["-mem-path", str(mem)]) as g:
+        g.guest.cmd("fill 3 400", timeout=60)
+        g.qmp.cmd("savevm", tag="a")
+        if before == "paused":
+            g.qmp.cmd("stop")
+        # stop on a running VM: it ends paused, the last event is STOP.
+        # cont on a stopped VM: it runs afterwards, the last event is RESUME.
+        command, want, last = (("stop", "paused", "STOP") if before == "running"
+                               else ("cont", "running", "RESUME"))
+        assert load_with(g, command).get("return") == {}
+        status = g.qmp.cmd("query-status")
+        assert status["status"] == want and status["running"] == (want == "running")
+        assert run_states(g.qmp)[-1] == last, g.qmp.events
+        if want == "paused":
+            g.qmp.cmd("cont")
+        g.resync()  # the guest runs on from the snapshot
+    assert qemu_img_check(str(tmp_path / "disk0.qcow2")) == (0, 0)

@@ -324,15 +324,36 @@ static void test_pause_nests(void **state)
     assert_string_equal(run_state_name(machine_run_state(m)), "running");
     assert_int_equal(machine_stop(m, &err), 0);
     assert_string_equal(run_state_name(machine_run_state(m)), "paused");
-    assert_int_equal(machine_pause_vcpus(m, &err), 0);
-    enum run_state old = machine_set_run_state(m, RUN_STATE_SAVE_VM);
-    assert_int_equal(old, RUN_STATE_PAUSED);
-    assert_int_equal(machine_cont(m, &err), -1); /* busy saving */
-    assert_non_null(strstr(err->message, "save-vm"));
+    /* A snapshot's pause over a stopped VM: cont during it is honoured at its end. */
+    assert_int_equal(machine_snapshot_pause(m, RUN_STATE_SAVE_VM, &err), 0);
+    assert_string_equal(run_state_name(machine_run_state(m)), "save-vm");
+    assert_int_equal(machine_system_reset(m, &err), -1); /* busy saving */
+    assert_non_null(strstr(err->message, "busy with a snapshot"));
     error_free(err);
     err = NULL;
-    machine_set_run_state(m, old);
-    machine_resume_vcpus(m);
+    assert_int_equal(machine_cont(m, &err), 0);
+    assert_false(machine_is_running(m));
+    machine_snapshot_resume(m, NULL);
+    assert_true(machine_is_running(m));
+    /* ... and stop during one over a running VM. */
+    assert_int_equal(machine_snapshot_pause(m, RUN_STATE_RESTORE_VM, &err), 0);
+    assert_int_equal(machine_stop(m, &err), 0);
+    machine_snapshot_resume(m, NULL);
+    assert_string_equal(run_state_name(machine_run_state(m)), "paused");
+    /* A half-loaded VM stays stopped; cont is refused until a reset. */
+    assert_int_equal(machine_snapshot_pause(m, RUN_STATE_RESTORE_VM, &err), 0);
+    machine_snapshot_resume(m, "reading guest RAM: Input/output error");
+    assert_string_equal(run_state_name(machine_run_state(m)), "restore-vm");
+    assert_int_equal(machine_cont(m, &err), -1);
+    assert_non_null(strstr(err->message, "half-loaded"));
+    assert_non_null(strstr(err->message, "Input/output error"));
+    error_free(err);
+    err = NULL;
+    assert_int_equal(machine_snapshot_pause(m, RUN_STATE_SAVE_VM, &err), -1);
+    error_free(err);
+    err = NULL;
+    assert_int_equal(machine_system_reset(m, &err), 0);
+    assert_string_equal(run_state_name(machine_run_state(m)), "paused");
     assert_false(machine_is_running(m)); /* still stopped by the user */
     uint64_t c1 = machine_vm_clock_ns(m);
     usleep(30000);
@@ -343,6 +364,8 @@ static void test_pause_nests(void **state)
     assert_true(machine_vm_clock_ns(m) > c1);
     assert_int_equal(machine_system_reset(m, &err), 0);
     assert_true(machine_is_running(m));
+    assert_false(run_state_transition_allowed(RUN_STATE_RESTORE_FAILED, RUN_STATE_RUNNING));
+    assert_false(run_state_transition_allowed(RUN_STATE_SHUTDOWN, RUN_STATE_RUNNING));
     machine_request_quit(m);
     assert_string_equal(run_state_name(machine_run_state(m)), "shutdown");
     assert_int_equal(machine_run(m), 0);

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "snapshot/describe.h"
 #include "snapshot/vmstate.h"
 
 static struct vmstate_header sample_header(void)
@@ -158,6 +159,142 @@ static void test_records_reject_malformed(void **state)
     buf_free(&b);
 }
 
+/* Version 2: the description section right after the device section, under the header CRC. */
+static void test_v2_description_section(void **state)
+{
+    (void)state;
+    struct vmstate_header h = sample_header();
+    h.desc_offset = vmstate_desc_offset(&h);
+    h.desc_size = 700;
+    h.desc_crc = 0x12345678;
+    assert_int_equal(h.desc_offset, h.devices_offset + h.devices_size);
+    assert_int_equal(vmstate_total_size(&h), h.desc_offset + 700);
+    uint8_t buf[VMSTATE_HEADER_SIZE];
+    vmstate_header_encode(&h, buf);
+    assert_int_equal(buf[8], VMSTATE_VERSION);
+    struct vmstate_header out;
+    assert_int_equal(
+            vmstate_header_decode(buf, sizeof(buf), vmstate_total_size(&h), &out, "x", NULL), 0);
+    assert_int_equal(out.version, 2);
+    assert_int_equal(out.desc_offset, h.desc_offset);
+    assert_int_equal(out.desc_size, 700);
+    assert_int_equal(out.desc_crc, 0x12345678);
+    /* The section is covered by vm_state_size... */
+    expect_decode_error(buf, sizeof(buf), vmstate_total_size(&h) - 1, "truncated");
+    /* ...must follow the device section... */
+    h.desc_offset += 8;
+    vmstate_header_encode(&h, buf);
+    expect_decode_error(buf, sizeof(buf), vmstate_total_size(&h), "description section");
+    /* ...and be of a sane size. */
+    h = sample_header();
+    h.desc_offset = vmstate_desc_offset(&h);
+    h.desc_size = VMSTATE_MAX_DESC_SIZE + 1;
+    vmstate_header_encode(&h, buf);
+    expect_decode_error(buf, sizeof(buf), vmstate_total_size(&h), "description section");
+    /* A flipped bit in the description fields is caught by the header CRC. */
+    h.desc_size = 700;
+    vmstate_header_encode(&h, buf);
+    buf[97] ^= 1;
+    expect_decode_error(buf, sizeof(buf), vmstate_total_size(&h), "checksum mismatch");
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) {
+        p[i] = (uint8_t)(v >> (8 * i));
+    }
+}
+
+/* A version-1 vmstate (no description; header CRC at byte 88) still decodes. */
+static void test_v1_header_still_read(void **state)
+{
+    (void)state;
+    struct vmstate_header h = sample_header();
+    uint8_t buf[VMSTATE_HEADER_SIZE];
+    vmstate_header_encode(&h, buf);
+    memset(buf + 88, 0, 32);
+    put32(buf + 8, 1);
+    put32(buf + 88, vmstate_crc32(buf, 88));
+    struct vmstate_header out;
+    assert_int_equal(
+            vmstate_header_decode(buf, sizeof(buf), vmstate_total_size(&h), &out, "x", NULL), 0);
+    assert_int_equal(out.version, 1);
+    assert_int_equal(out.desc_size, 0);
+    assert_int_equal(out.ram_pages_written, 77);
+    assert_int_equal(vmstate_total_size(&out), h.devices_offset + h.devices_size);
+    /* A corrupt version-1 header is still refused. */
+    buf[30] ^= 1;
+    expect_decode_error(buf, sizeof(buf), vmstate_total_size(&h), "checksum mismatch");
+    /* A version from a newer snapvm is refused, saying so. */
+    vmstate_header_encode(&h, buf);
+    put32(buf + 8, 3);
+    expect_decode_error(buf, sizeof(buf), vmstate_total_size(&h), "newer snapvm");
+}
+
+#define GOOD_UUID "0123456789abcdef0123456789abcdef"
+#define GOOD_MACHINE                                                                               \
+    "\"machine\": {\"ram-size\": 67108864, \"vcpus\": 1, \"devices\": [{\"id\": \"serial0\", "     \
+    "\"type\": \"serial\"}, {\"id\": \"vb\", \"type\": \"virtio-blk-pci\", \"drive\": \"root\"}]}"
+
+static const char good_record[] =
+        "{\"format\": 1, \"uuid\": \"" GOOD_UUID "\", \"tag\": \"a\", \"ancestors\": [\"" GOOD_UUID
+        "\"], \"vmstate\": \"root\", \"nodes\": [{\"node-name\": \"root\"}, {\"node-name\": "
+        "\"data\"}], \"excluded\": [{\"node-name\": \"vars\"}], " GOOD_MACHINE "}";
+
+static void test_description_parse(void **state)
+{
+    (void)state;
+    struct description *d = NULL;
+    assert_int_equal(describe_parse(good_record, strlen(good_record), &d, "x", NULL), 0);
+    assert_string_equal(describe_uuid(d), GOOD_UUID);
+    assert_string_equal(describe_vmstate(d), "root");
+    json_t *nodes = describe_node_names(d), *excluded = describe_excluded_names(d);
+    assert_int_equal(json_array_size(nodes), 2);
+    assert_string_equal(json_string_value(json_array_get(nodes, 1)), "data");
+    assert_string_equal(json_string_value(json_array_get(excluded, 0)), "vars");
+    assert_int_equal(json_array_size(describe_ancestors(d)), 1);
+    assert_int_equal(json_integer_value(json_object_get(describe_machine(d), "vcpus")), 1);
+    json_decref(nodes);
+    json_decref(excluded);
+    describe_free(d);
+}
+
+static void expect_parse_error(const char *text, const char *needle)
+{
+    struct description *d = (struct description *)1;
+    struct error *err = NULL;
+    assert_int_equal(describe_parse(text, strlen(text), &d, "snapshot 'a'", &err), -1);
+    assert_null(d);
+    if (!strstr(err->message, needle) || !strstr(err->message, "snapshot 'a'")) {
+        fail_msg("message '%s' lacks '%s'", err->message, needle);
+    }
+    error_free(err);
+}
+
+static void test_description_rejects_malformed(void **state)
+{
+    (void)state;
+    expect_parse_error("", "malformed");
+    expect_parse_error("[1, 2]", "not a JSON object");
+    expect_parse_error("{\"uuid\": \"XYZ\"}", "'uuid'");
+    expect_parse_error("{\"uuid\": \"" GOOD_UUID "\", \"tag\": \"a\", \"vmstate\": \"r\", "
+                       "\"nodes\": [], \"excluded\": [], \"ancestors\": []}",
+                       "'nodes'");
+    expect_parse_error("{\"uuid\": \"" GOOD_UUID "\", \"tag\": \"a\", \"vmstate\": \"r\", "
+                       "\"nodes\": [{\"node-name\": 7}], \"excluded\": [], \"ancestors\": []}",
+                       "'nodes'");
+    expect_parse_error("{\"uuid\": \"" GOOD_UUID "\", \"tag\": \"a\", \"vmstate\": \"r\", "
+                       "\"nodes\": [{\"node-name\": \"r\"}], \"excluded\": [], "
+                       "\"ancestors\": [\"nope\"], " GOOD_MACHINE "}",
+                       "'ancestors'");
+    expect_parse_error("{\"uuid\": \"" GOOD_UUID "\", \"tag\": \"a\", \"vmstate\": \"r\", "
+                       "\"nodes\": [{\"node-name\": \"r\"}], \"excluded\": [], "
+                       "\"ancestors\": [], \"machine\": {\"vcpus\": 1}}",
+                       "'machine'");
+    /* Duplicate keys are refused rather than resolved one way or the other. */
+    expect_parse_error("{\"uuid\": \"" GOOD_UUID "\", \"uuid\": \"" GOOD_UUID "\"}", "malformed");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -166,6 +303,10 @@ int main(void)
             cmocka_unit_test(test_rejects_foreign_and_corrupt),
             cmocka_unit_test(test_records_roundtrip),
             cmocka_unit_test(test_records_reject_malformed),
+            cmocka_unit_test(test_v2_description_section),
+            cmocka_unit_test(test_v1_header_still_read),
+            cmocka_unit_test(test_description_parse),
+            cmocka_unit_test(test_description_rejects_malformed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
