@@ -1,14 +1,15 @@
 /*
  * libFuzzer target over what a load reads from a snapshot before it touches
- * the VM: the vmstate header and the device-state records.  The input is
- * the first bytes of a vmstate; the rest of the input doubles as a device
- * section.  Neither may crash or read out of bounds, whatever the bytes.
- * Build: see fuzz/meson.build.
+ * the VM: the vmstate header, the device-state records and the description
+ * record (describe.h).  The input is the first bytes of a vmstate; the rest
+ * of the input doubles as a device section and as a description.  Neither may crash or read out of
+ * bounds, whatever the bytes. Build: see fuzz/meson.build.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "snapshot/describe.h"
 #include "snapshot/vmstate.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -40,6 +41,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             (void)vmstate_record_find(records, count, records[i].id);
         }
         free(records);
+    }
+    error_free(err);
+    err = NULL;
+    struct description *d = NULL;
+    if (describe_parse((const char *)data, size, &d, "fuzz", &err) == 0) {
+        /* Every accessor a query or a load uses on a parsed record. */
+        json_decref(describe_node_names(d));
+        json_decref(describe_excluded_names(d));
+        (void)json_array_size(describe_ancestors(d));
+        (void)(strlen(describe_uuid(d)) + strlen(describe_vmstate(d)));
+        (void)describe_machine(d);
+        describe_free(d);
     }
     error_free(err);
     return 0;

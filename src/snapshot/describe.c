@@ -482,6 +482,32 @@ static int check_against_record(const struct description *d, const struct snapsh
     return 0;
 }
 
+/*
+ * The record knows which node backed each device; a VM whose device of the
+ * same id is backed by another node would get the disks swapped under the
+ * guest's feet (the device state alone cannot tell: ids are just names).
+ */
+static int check_drives(struct machine *m, const struct description *d, struct error **errp)
+{
+    size_t i;
+    json_t *dev;
+    json_array_foreach(json_object_get(describe_machine(d), "devices"), i, dev)
+    {
+        const char *id = json_string_value(json_object_get(dev, "id"));
+        const char *drive = json_string_value(json_object_get(dev, "drive"));
+        struct device *now = drive ? machine_find_device(m, id) : NULL;
+        struct block_node *node = now ? device_block_node(now) : NULL;
+        if (node && strcmp(block_node_name(node), drive) != 0) {
+            error_setg(errp,
+                       "Snapshot '%s' was taken with device '%s' backed by node '%s'; in this VM "
+                       "it is backed by '%s'",
+                       d->tag, id, drive, block_node_name(node));
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int describe_select_load(struct machine *m, const struct snapshot_request *req,
                          struct snapshot_targets *out, struct description **desc,
                          struct error **errp)
@@ -500,7 +526,8 @@ int describe_select_load(struct machine *m, const struct snapshot_request *req,
         /* No record (format version 1, or no vmstate): the rules of the command. */
         if (snapshot_select_as(g, req->api, req->origin, &req->nodes, req->vmstate,
                                req->vmstate != NULL, out, errp) < 0 ||
-            (*desc && check_against_record(*desc, req, out, errp) < 0)) {
+            (*desc && (check_against_record(*desc, req, out, errp) < 0 ||
+                       check_drives(m, *desc, errp) < 0))) {
             describe_free(*desc);
             *desc = NULL;
             return -1;
@@ -508,7 +535,7 @@ int describe_select_load(struct machine *m, const struct snapshot_request *req,
         return 0;
     }
     if (targets_from_record(g, *desc, req, out, errp) < 0 ||
-        check_against_record(*desc, req, out, errp) < 0) {
+        check_against_record(*desc, req, out, errp) < 0 || check_drives(m, *desc, errp) < 0) {
         describe_free(*desc);
         *desc = NULL;
         return -1;

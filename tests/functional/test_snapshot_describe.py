@@ -138,6 +138,25 @@ def test_explicit_sets_win_and_contradictions_are_named(tmp_path):
     check_images(tmp_path)
 
 
+def test_swapped_drives_are_refused(tmp_path):
+    """The record says which node backed each device: a VM whose devices
+    have the same ids but sit on each other's disks is refused, by name."""
+    disks = [Disk("root", "qcow2", "64M", attach=False), Disk("data", "qcow2", "64M", attach=False)]
+    wiring = ["-device", "virtio-blk-pci,drive=root,id=blk0",
+              "-device", "virtio-blk-pci,drive=data,id=blk1"]
+    with Guest(tmp_path, disks=disks, extra=wiring) as g:
+        g.qmp.cmd("savevm", tag="a")
+    swapped = ["-device", "virtio-blk-pci,drive=data,id=blk0",
+               "-device", "virtio-blk-pci,drive=root,id=blk1"]
+    with Guest(tmp_path, disks=disks, extra=swapped) as g:
+        desc = expect_error(g.qmp, "loadvm", "device 'blk0' backed by node 'root'",
+                            "backed by 'data'", tag="a")
+        s = snaps(g)["a"]
+        assert s["loadable"] is False and s["reason"] == desc
+    with Guest(tmp_path, disks=disks, extra=wiring) as g:
+        g.qmp.cmd("loadvm", tag="a")
+
+
 def test_tree_parent_current_and_delete_reconnects(tmp_path):
     disks = [Disk("disk0", "qcow2", "64M")]
     with Guest(tmp_path, disks=disks) as g:
@@ -229,6 +248,29 @@ def test_small_clusters_keep_the_marker(tmp_path):
         g.qmp.cmd("savevm", tag="b")
         assert tree(g) == ({"a": None, "b": "a"}, "b")
     assert qemu_img_check(str(path)) == (0, 0)
+
+
+def test_no_room_for_the_marker_costs_only_current(tmp_path):
+    """An overlay with 512-byte clusters whose backing file name fills the
+    header cluster has no room for the marker: saves and loads still work,
+    the tree is still drawn, only `current` is unknown."""
+    sub = tmp_path / ("d" * 200)
+    sub.mkdir()
+    base = sub / "base.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=512",
+                    str(base), "64M"], check=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=512",
+                    "-b", str(base), "-F", "qcow2", str(tmp_path / "disk0.qcow2")], check=True)
+    with Guest(tmp_path, disks=[Disk("disk0", "qcow2", "64M")]) as g:
+        g.qmp.cmd("savevm", tag="a")
+        g.qmp.cmd("savevm", tag="b")
+        g.qmp.cmd("loadvm", tag="a")
+        g.resync()
+        assert tree(g) == ({"a": None, "b": None}, None)
+        assert all(s["loadable"] for s in snaps(g).values())
+    assert qemu_img_check(str(tmp_path / "disk0.qcow2")) == (0, 0)
+    assert "d" * 200 in subprocess.run(["qemu-img", "info", str(tmp_path / "disk0.qcow2")],
+                                       capture_output=True, text=True, check=True).stdout
 
 
 def make_version_1(path):
