@@ -90,6 +90,11 @@ def test_uefi_case_by_tag_alone_through_qmp_hmp_and_loadvm(tmp_path):
         s = snaps(g)
         assert s["b"]["nodes"] == ["root", "data"] and s["b"]["excluded"] == ["vars"]
         assert s["b"]["parent"] == "a" and s["b"]["current"] and not s["a"]["current"]
+        # HMP delvm (and QMP delvm) need no 'exclude' either: the varstore holds nothing.
+        assert g.qmp.hmp("savevm c") == ""
+        assert g.qmp.hmp("delvm c") == ""
+        g.qmp.cmd("savevm", tag="d", exclude=["vars"])
+        assert g.qmp.cmd("delvm", tag="d")["deleted"] == ["root", "data"]
     # -loadvm TAG in a fresh process: the guest carries on from the snapshot.
     with Guest(tmp_path, disks=disks, extra=["-loadvm", "a"], wait_ready=False) as g:
         assert g.next_tick() == t + 1
