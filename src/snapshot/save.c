@@ -339,10 +339,6 @@ static int final_pass(struct save_ctx *ctx, json_t **result, struct error **errp
         return -1;
     }
     log_debug("live save: device state captured");
-    ctx->description = describe_capture(ctx->m, t, ctx->req->tag, errp);
-    if (!ctx->description) {
-        return -1;
-    }
     if (write_devices_and_header(ctx, errp) < 0) {
         return -1;
     }
@@ -396,7 +392,9 @@ int vm_snapshot_save(struct machine *m, const struct snapshot_request *req,
         return -1;
     }
     int rc = -1;
-    if (machine_dirty_log_start(m, errp) < 0) {
+    /* The record reads the images (the current marker, its ancestors): before the pause. */
+    ctx.description = describe_capture(m, &ctx.targets, req->tag, errp);
+    if (!ctx.description || machine_dirty_log_start(m, errp) < 0) {
         goto out;
     }
     if (precopy(&ctx, errp) == 0) {
