@@ -15,11 +15,18 @@
 # a boot takes minutes of host time, and /init dies on its first system call
 # (Linux userspace needs real VT-x/AMD-V; see scripts/linux-stock.sh).
 #
-# Usage: scripts/linux-smoke.sh [--timeout SECONDS-PER-BOOT]
+# Usage: scripts/linux-smoke.sh [--pvh] [--timeout SECONDS-PER-BOOT]
+#   --pvh  boot the same kernel's vmlinux by its PVH entry instead of the
+#          bzImage by the Linux boot protocol (CI boots the bzImage)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+image=bzImage
+if [[ ${1:-} == --pvh ]]; then
+    image=vmlinux
+    shift
+fi
 if [[ ! -x build/snapvm ]]; then
     bash scripts/build.sh >&2
 fi
 kdir=$(bash tests/linux/build-kernel.sh | tail -n 1)
-exec /usr/bin/python3 tests/linux/smoke.py --kernel "$kdir/bzImage" --initrd "$kdir/initrd.gz" "$@"
+exec /usr/bin/python3 tests/linux/smoke.py --kernel "$kdir/$image" --initrd "$kdir/initrd.gz" "$@"
