@@ -38,9 +38,20 @@ static int check_host_offset(struct qcow2_state *s, uint64_t e, struct error **e
     enum qcow2_cluster_type t = qcow2_entry_type(s, e);
     if ((t == QCOW2_CLUSTER_NORMAL || t == QCOW2_CLUSTER_ZERO_ALLOC) &&
         (e & L2E_OFFSET_MASK & (s->cluster_size - 1))) {
-        error_setg(errp, "L2 entry %#llx points to an unaligned cluster (image corrupt)",
-                   (unsigned long long)e);
+        error_setg(errp, "node '%s': L2 entry %#llx points to an unaligned cluster (image corrupt)",
+                   s->node->name, (unsigned long long)e);
         return -1;
+    }
+    /* An offset past the end of the file (2^40 in a hostile image) is refused,
+     * never read as zeros, written in place or counted (which would grow the
+     * file to that size). */
+    if (t == QCOW2_CLUSTER_NORMAL || t == QCOW2_CLUSTER_ZERO_ALLOC) {
+        return qcow2_check_host_range(s, e & L2E_OFFSET_MASK, s->cluster_size, "a data cluster",
+                                      errp);
+    }
+    if (t == QCOW2_CLUSTER_COMPRESSED) {
+        return qcow2_check_host_range(s, e & s->cluster_offset_mask, 1, "a compressed cluster",
+                                      errp);
     }
     return 0;
 }
@@ -59,8 +70,11 @@ int qcow2_get_entry(struct qcow2_state *s, const uint64_t *l1, uint32_t l1_size,
         return 0;
     }
     if (l2off & (s->cluster_size - 1)) {
-        error_setg(errp, "L1 entry %llu points to an unaligned L2 table (image corrupt)",
-                   (unsigned long long)l1i);
+        error_setg(errp, "node '%s': L1 entry %llu points to an unaligned L2 table (image corrupt)",
+                   s->node->name, (unsigned long long)l1i);
+        return -1;
+    }
+    if (qcow2_check_host_range(s, l2off, s->cluster_size, "an L2 table", errp) < 0) {
         return -1;
     }
     uint8_t *l2;
@@ -88,7 +102,9 @@ static int inflate_deflate(struct qcow2_state *s, size_t in_len, struct error **
     inflateEnd(&z);
     /* The compressed data need not end the stream exactly: a full cluster out is success. */
     if ((ret != Z_STREAM_END && ret != Z_BUF_ERROR && ret != Z_OK) || z.avail_out != 0) {
-        error_setg(errp, "corrupt deflate-compressed cluster");
+        error_setg(errp, "node '%s': the deflate-compressed cluster at %#llx is corrupt",
+                   s->node->name,
+                   (unsigned long long)(s->dbuf_entry_pending & s->cluster_offset_mask));
         return -1;
     }
     return 0;
@@ -111,7 +127,9 @@ static int inflate_zstd(struct qcow2_state *s, size_t in_len, struct error **err
     }
     ZSTD_freeDStream(d);
     if (ZSTD_isError(ret) || out.pos != out.size) {
-        error_setg(errp, "corrupt zstd-compressed cluster");
+        error_setg(errp, "node '%s': the zstd-compressed cluster at %#llx is corrupt",
+                   s->node->name,
+                   (unsigned long long)(s->dbuf_entry_pending & s->cluster_offset_mask));
         return -1;
     }
     return 0;
@@ -139,6 +157,7 @@ static int read_compressed(struct qcow2_state *s, uint64_t e, struct error **err
         return -1;
     }
     s->dbuf_entry = 0;
+    s->dbuf_entry_pending = e;
     int rc = s->compression_type == 1 ? inflate_zstd(s, len, errp) : inflate_deflate(s, len, errp);
     if (rc == 0) {
         s->dbuf_entry = e;
@@ -275,6 +294,11 @@ static int l2_for_write(struct qcow2_state *s, uint32_t l1i, uint8_t **l2, uint6
         return -1;
     }
     if (old && rc == 1) {
+        /* Before anything is allocated: an L2 table that is also other
+         * metadata (a hostile L1 entry) must not be written. */
+        if (qcow2_check_overlap(s, old, s->cluster_size, false, errp) < 0) {
+            return -1;
+        }
         *l2off = old;
         return qcow2_cache_get(s, &s->l2_cache, old, l2, errp);
     }
@@ -308,6 +332,7 @@ static int l2_for_write(struct qcow2_state *s, uint32_t l1i, uint8_t **l2, uint6
         s->l1[l1i] = saved;
         goto fail;
     }
+    qcow2_meta_changed(s);
     /* The active L1 no longer references the old table: drop it after the
      * next flush (the L1 entry must be durable first). */
     if (old) {
@@ -372,10 +397,10 @@ static int write_planned(struct qcow2_state *s, const struct cluster_plan *p, ui
                          struct error **errp)
 {
     if (p->in_place) {
-        return qcow2_file_pwrite(s, p->target + in, src, n, errp);
+        return qcow2_data_pwrite(s, p->target + in, src, n, errp);
     }
     if (n == s->cluster_size) {
-        return qcow2_file_pwrite(s, p->target, src, n, errp);
+        return qcow2_data_pwrite(s, p->target, src, n, errp);
     }
     enum qcow2_cluster_type t = qcow2_entry_type(s, p->old);
     if (t == QCOW2_CLUSTER_ZERO_ALLOC || t == QCOW2_CLUSTER_ZERO_PLAIN) {
@@ -384,7 +409,7 @@ static int write_planned(struct qcow2_state *s, const struct cluster_plan *p, ui
         return -1;
     }
     memcpy(scratch + in, src, n);
-    return qcow2_file_pwrite(s, p->target, scratch, s->cluster_size, errp);
+    return qcow2_data_pwrite(s, p->target, scratch, s->cluster_size, errp);
 }
 
 static void free_new_clusters(struct qcow2_state *s, const struct cluster_plan *plan, uint64_t n)
@@ -576,6 +601,7 @@ int qcow2_grow_l1(struct qcow2_state *s, uint32_t min_size, struct error **errp)
     s->l1 = nl1;
     s->l1_offset = off;
     s->l1_size = (uint32_t)want;
+    qcow2_meta_changed(s);
     if (old_off && old_clusters) {
         return qcow2_free_clusters(s, old_off, old_clusters, errp);
     }

@@ -77,19 +77,9 @@ int qcow2_refcount_init(struct qcow2_state *s, struct error **errp)
     return 0;
 }
 
-static bool ranges_overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+bool qcow2_overlaps_metadata(struct qcow2_state *s, uint64_t off, uint64_t clusters)
 {
-    return alen && blen && a < b + blen && b < a + alen;
-}
-
-bool qcow2_overlaps_metadata(const struct qcow2_state *s, uint64_t off, uint64_t clusters)
-{
-    uint64_t len = clusters << s->cluster_bits;
-    return ranges_overlap(off, len, 0, s->cluster_size) ||
-           ranges_overlap(off, len, s->l1_offset, (uint64_t)s->l1_size * 8) ||
-           ranges_overlap(off, len, s->reftable_offset,
-                          (uint64_t)s->reftable_clusters << s->cluster_bits) ||
-           ranges_overlap(off, len, s->snapshots_offset, s->snapshots_size);
+    return qcow2_metadata_at(s, off, clusters << s->cluster_bits) != NULL;
 }
 
 int qcow2_get_refcount(struct qcow2_state *s, uint64_t cluster_index, uint64_t *rc,
@@ -179,6 +169,7 @@ static int grow_reftable(struct qcow2_state *s, uint64_t min_idx, struct error *
     s->reftable_entries = tc * s->cluster_size / 8;
     s->reftable_offset = toff;
     s->reftable_clusters = (uint32_t)tc;
+    qcow2_meta_changed(s);
     /* Only now is the old table unreferenced. */
     rc = qcow2_free_clusters(s, old_off, old_clusters, errp);
 out:
@@ -201,9 +192,11 @@ static int ensure_refblock(struct qcow2_state *s, uint64_t ti, struct error **er
     uint64_t off = (ti * s->rb_entries) << s->cluster_bits;
     if (qcow2_overlaps_metadata(s, off, 1)) {
         error_setg(errp,
-                   "refcount block %llu is missing but its clusters hold metadata "
-                   "(image corrupt; try 'qemu-img check -r all')",
-                   (unsigned long long)ti);
+                   "node '%s': refcount block %llu is missing but its clusters hold %s "
+                   "(image corrupt; repair it with 'qemu-img check -r all')",
+                   s->node->name, (unsigned long long)ti,
+                   qcow2_metadata_at(s, off, s->cluster_size));
+        qcow2_mark_corrupt(s);
         return -1;
     }
     uint8_t *blk = qcow2_cache_get_empty(s, &s->rb_cache, off);
@@ -224,6 +217,7 @@ static int ensure_refblock(struct qcow2_state *s, uint64_t ti, struct error **er
     }
     s->reftable[ti] = off;
     s->unflushed_refcounts = true;
+    qcow2_meta_changed(s);
     return 0;
 }
 
@@ -236,8 +230,11 @@ int qcow2_update_refcount(struct qcow2_state *s, uint64_t host_offset, int64_t d
         return -1;
     }
     if (ti >= s->reftable_entries || !s->reftable[ti]) {
-        error_setg(errp, "refcount of cluster %#llx would drop below zero (image corrupt?)",
-                   (unsigned long long)host_offset);
+        error_setg(errp,
+                   "node '%s': the refcount of cluster %#llx would drop below zero (image "
+                   "corrupt; repair it with 'qemu-img check -r all')",
+                   s->node->name, (unsigned long long)host_offset);
+        qcow2_mark_corrupt(s);
         return -1;
     }
     uint8_t *blk;
@@ -248,8 +245,11 @@ int qcow2_update_refcount(struct qcow2_state *s, uint64_t host_offset, int64_t d
     uint64_t old = rb_get(s, blk, i), nv = old + (uint64_t)delta;
     int rc = 0;
     if (delta < 0 && old < (uint64_t)-delta) {
-        error_setg(errp, "refcount of cluster %#llx would drop below zero (image corrupt?)",
-                   (unsigned long long)host_offset);
+        error_setg(errp,
+                   "node '%s': the refcount of cluster %#llx would drop below zero (image "
+                   "corrupt; repair it with 'qemu-img check -r all')",
+                   s->node->name, (unsigned long long)host_offset);
+        qcow2_mark_corrupt(s);
         rc = -1;
     } else if (delta > 0 && (old > s->refcount_max - (uint64_t)delta)) {
         error_setg(errp,
@@ -277,6 +277,7 @@ int qcow2_update_refcount(struct qcow2_state *s, uint64_t host_offset, int64_t d
     }
     s->unflushed_refcounts = true;
     if (nv == 0) {
+        qcow2_meta_changed(s); /* if it was metadata, it is not any more */
         /* The cluster may be reused for anything: drop stale cached copies. */
         qcow2_cache_forget(&s->l2_cache, ci << s->cluster_bits);
         qcow2_cache_forget(&s->rb_cache, ci << s->cluster_bits);
@@ -331,11 +332,13 @@ int qcow2_alloc_clusters(struct qcow2_state *s, uint64_t n, uint64_t *offset, st
         }
         /* Refcount 0 on the header or a table we use means a corrupt image:
          * refuse rather than overwrite live metadata. */
-        if (qcow2_overlaps_metadata(s, start << s->cluster_bits, n)) {
+        const char *what = qcow2_metadata_at(s, start << s->cluster_bits, n << s->cluster_bits);
+        if (what) {
             error_setg(errp,
-                       "free cluster %#llx holds live metadata (image corrupt; try "
-                       "'qemu-img check -r all')",
-                       (unsigned long long)(start << s->cluster_bits));
+                       "node '%s': cluster %#llx has refcount 0 but holds %s (image corrupt; "
+                       "repair it with 'qemu-img check -r all')",
+                       s->node->name, (unsigned long long)(start << s->cluster_bits), what);
+            qcow2_mark_corrupt(s);
             return -1;
         }
         for (uint64_t i = 0; i < n; i++) {
@@ -367,6 +370,10 @@ int qcow2_update_entry_refcount(struct qcow2_state *s, uint64_t l2_entry, int64_
     switch (qcow2_entry_type(s, l2_entry)) {
     case QCOW2_CLUSTER_NORMAL:
     case QCOW2_CLUSTER_ZERO_ALLOC:
+        if (qcow2_check_host_range(s, l2_entry & L2E_OFFSET_MASK, s->cluster_size, "a data cluster",
+                                   errp) < 0) {
+            return -1;
+        }
         return qcow2_update_refcount(s, l2_entry & L2E_OFFSET_MASK, delta, errp);
     case QCOW2_CLUSTER_COMPRESSED: {
         /* Every cluster touched by the compressed sectors holds a reference. */
@@ -374,6 +381,9 @@ int qcow2_update_entry_refcount(struct qcow2_state *s, uint64_t l2_entry, int64_
         uint64_t nsec = ((l2_entry >> s->csize_shift) & s->csize_mask) + 1;
         uint64_t first = (off & ~511ull) >> s->cluster_bits;
         uint64_t last = ((off & ~511ull) + nsec * 512 - 1) >> s->cluster_bits;
+        if (qcow2_check_host_range(s, off, 1, "a compressed cluster", errp) < 0) {
+            return -1;
+        }
         for (uint64_t c = first; c <= last; c++) {
             if (qcow2_update_refcount(s, c << s->cluster_bits, delta, errp) < 0) {
                 return -1;
@@ -400,7 +410,8 @@ static int64_t walk_l1(struct qcow2_state *s, const uint64_t *l1, uint32_t from,
         if (!l2off) {
             continue;
         }
-        if (qcow2_update_refcount(s, l2off, delta, errp) < 0) {
+        if (qcow2_check_host_range(s, l2off, s->cluster_size, "an L2 table", errp) < 0 ||
+            qcow2_update_refcount(s, l2off, delta, errp) < 0) {
             return -1 - done;
         }
         done++;

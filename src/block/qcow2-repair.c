@@ -233,6 +233,7 @@ int qcow2_repair_refcounts(struct qcow2_state *s, struct error **errp)
     s->reftable_entries = tc * s->cluster_size / 8;
     s->reftable_offset = (start + nblocks) << s->cluster_bits;
     s->reftable_clusters = (uint32_t)tc;
+    qcow2_meta_changed(s);
     qcow2_cache_destroy(&s->rb_cache);
     qcow2_cache_init(&s->rb_cache, "refcount block", 16);
     s->free_hint = 0;

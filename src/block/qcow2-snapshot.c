@@ -404,6 +404,7 @@ static void install_view(struct qcow2_state *s, struct qcow2_view *v)
     s->snapshots_offset = v->snapshots_offset;
     s->snapshots_size = v->snapshots_size;
     s->dbuf_entry = 0;
+    qcow2_meta_changed(s);
     memset(v, 0, sizeof(*v));
 }
 

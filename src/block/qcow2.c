@@ -83,10 +83,40 @@ int qcow2_file_pread(struct qcow2_state *s, uint64_t off, void *buf, size_t len,
     return bdrv_child_pread(s->file, off, buf, len, errp);
 }
 
+/* Every metadata write of the driver: overlap-checked first (qcow2-overlap.c). */
 int qcow2_file_pwrite(struct qcow2_state *s, uint64_t off, const void *buf, size_t len,
                       struct error **errp)
 {
+    if (qcow2_check_overlap(s, off, len, false, errp) < 0) {
+        return -1;
+    }
     return bdrv_child_pwrite(s->file, off, buf, len, errp);
+}
+
+int qcow2_data_pwrite(struct qcow2_state *s, uint64_t off, const void *buf, size_t len,
+                      struct error **errp)
+{
+    if (qcow2_check_overlap(s, off, len, true, errp) < 0) {
+        return -1;
+    }
+    return bdrv_child_pwrite(s->file, off, buf, len, errp);
+}
+
+int qcow2_check_host_range(struct qcow2_state *s, uint64_t off, uint64_t len, const char *what,
+                           struct error **errp)
+{
+    if (off + len <= s->fsize_seen && off + len >= off) {
+        return 0;
+    }
+    s->fsize_seen = file_node_size(s->file);
+    if (off + len <= s->fsize_seen && off + len >= off) {
+        return 0;
+    }
+    error_setg(errp,
+               "node '%s': %s at %#llx lies beyond the end of the image file (%llu bytes): "
+               "the image is corrupt; repair it with 'qemu-img check -r all'",
+               s->node->name, what, (unsigned long long)off, (unsigned long long)s->fsize_seen);
+    return -1;
 }
 
 int qcow2_write_header_field(struct qcow2_state *s, uint64_t off, const void *buf, size_t len,
@@ -379,6 +409,7 @@ static void qcow2_free_state(struct qcow2_state *s)
     qcow2_cache_destroy(&s->l2_cache);
     qcow2_cache_destroy(&s->rb_cache);
     qcow2_free_snapshots(s->snaps, s->nb_snapshots);
+    free(s->meta);
     free(s->l1);
     free(s->reftable);
     free(s->pending_drops);

@@ -152,11 +152,22 @@ struct qcow2_state {
 
     struct qcow2_txn *txn; /* the snapshot operation between prepare and finish/abort */
     bool broken;           /* an I/O error left the metadata state unknown: no writes */
-    bool l1_write_pending; /* COPIED flags of the active L1 changed but not yet written */
+    bool l1_write_pending;
+    /* Metadata map for the overlap checks (qcow2-overlap.c). */
+    struct qcow2_meta_item *meta;
+    size_t n_meta, meta_cap;
+    uint64_t meta_maxlen;
+    bool meta_valid;
+    uint64_t fsize_seen;
+            /* file size last seen: host offsets beyond it are checked again */ /* COPIED flags of
+                                                                                   the active L1
+                                                                                   changed but not
+                                                                                   yet written */
 
-    uint8_t *cbuf;       /* scratch for compressed input */
-    uint8_t *dbuf;       /* one decompressed cluster */
-    uint64_t dbuf_entry; /* L2 entry dbuf holds, 0 if none */
+    uint8_t *cbuf;               /* scratch for compressed input */
+    uint8_t *dbuf;               /* one decompressed cluster */
+    uint64_t dbuf_entry;         /* L2 entry dbuf holds, 0 if none */
+    uint64_t dbuf_entry_pending; /* the entry being decompressed (for errors) */
 };
 
 /* ---- byte order ---- */
@@ -253,8 +264,8 @@ void qcow2_cache_mark_dirty(struct qcow2_cache *c, uint8_t *data, uint64_t lo, u
 int qcow2_cache_write_dirty(struct qcow2_state *s, struct qcow2_cache *c, struct error **errp);
 
 /* qcow2-refcount.c */
-/* True if [off, off + clusters) overlaps the header or a top-level table. */
-bool qcow2_overlaps_metadata(const struct qcow2_state *s, uint64_t off, uint64_t clusters);
+/* True if [off, off + clusters) overlaps any metadata (qcow2-overlap.c's map). */
+bool qcow2_overlaps_metadata(struct qcow2_state *s, uint64_t off, uint64_t clusters);
 int qcow2_refcount_init(struct qcow2_state *s, struct error **errp);
 int qcow2_get_refcount(struct qcow2_state *s, uint64_t cluster_index, uint64_t *rc,
                        struct error **errp);
@@ -293,6 +304,23 @@ int qcow2_fix_copied_table(struct qcow2_state *s, uint64_t *l1, uint32_t size, b
                            struct error **errp);
 /* Same for the active L1, written back if it changed. */
 int qcow2_fix_copied(struct qcow2_state *s, struct error **errp);
+
+/* qcow2-overlap.c */
+/* Where metadata lives changed (or a cluster was freed): rebuild the map before the next check. */
+void qcow2_meta_changed(struct qcow2_state *s);
+/* Refuse (mark corrupt, error naming what) a write that would land on metadata. */
+int qcow2_check_overlap(struct qcow2_state *s, uint64_t off, uint64_t len, bool data,
+                        struct error **errp);
+/* The name of the metadata in [off, off + len), or NULL if none. */
+const char *qcow2_metadata_at(struct qcow2_state *s, uint64_t off, uint64_t len);
+/* Set the corrupt bit (incompatible feature bit 1) and refuse further writes. */
+void qcow2_mark_corrupt(struct qcow2_state *s);
+/* Error unless host offset `off` (+ len) lies within the file (the image is corrupt). */
+int qcow2_check_host_range(struct qcow2_state *s, uint64_t off, uint64_t len, const char *what,
+                           struct error **errp);
+/* A data write (guest or vmstate clusters): checked against all metadata. */
+int qcow2_data_pwrite(struct qcow2_state *s, uint64_t off, const void *buf, size_t len,
+                      struct error **errp);
 
 /* qcow2-repair.c: rebuild the refcounts of a dirty image and clear the dirty bit. */
 int qcow2_repair_refcounts(struct qcow2_state *s, struct error **errp);

@@ -131,24 +131,98 @@ def table_offsets(img):
             "snapshots": int.from_bytes(h[64:72], "big")}
 
 
-@pytest.mark.parametrize("what,entry", [
-    ("l1", be(1 << 50, 8)), ("l1", be(4096 + 17, 8)), ("reftable", be(1 << 50, 8)),
-    ("reftable", be(0, 8)), ("snapshots", b"\xff" * 16), ("snapshots", be(0, 8) + be(1 << 30, 4)),
-])
-def test_bad_table_entries(tmp_path, good_image, what, entry):
+WRITE_OPS = {"fill 5000 70000 7", "snap-create new", "snap-goto s1", "snap-delete s1",
+             "vm-write 0 5000 0", "vm-discard"}
+
+
+def without_incompat(data):
+    """The image bytes with the incompatible-features field blanked."""
+    return data[:72] + bytes(8) + data[80:]
+
+
+# (table, bytes written at its start, message every op must give, or None if only
+#  writes fail: then the first write is refused with write_msg and marks the image corrupt)
+BAD_TABLES = [
+    ("l1", be(1 << 50, 8), "L1 entry 0 points to an L2 table at 0x4000000000000 outside the file",
+     None),
+    # An L1 entry pointing into the refcount table: reads go on, the first write is refused.
+    ("l1", be(4096 + 17, 8), None,
+     "Preventing invalid write on metadata (the metadata write of"),
+    ("reftable", be(1 << 50, 8), "refcount block 0 at 0x4000000000000 is out of range of the file",
+     None),
+    # No refcount block 0: the block would have to go into cluster 0, the header.
+    ("reftable", be(0, 8), None, "refcount block 0 is missing but its clusters hold the image header"),
+    ("snapshots", b"\xff" * 16, "snapshot 0: snapshot table runs past the end of the file", None),
+    ("snapshots", be(0, 8) + be(1 << 30, 4),
+     "snapshot 0: snapshot 's1' has an invalid L1 table (offset 0, 1073741824 entries)", None),
+]
+
+
+@pytest.mark.parametrize("what,entry,msg,write_msg", BAD_TABLES)
+def test_bad_table_entries(tmp_path, good_image, what, entry, msg, write_msg):
     off = table_offsets(good_image)[what]
     img = patch(good_image, tmp_path / f"{what}.qcow2", off, entry)
+    before = open(img, "rb").read()
     outs = run_ops(img)
-    assert any("error" in o for o in outs)
+    for op, out in zip(OPS, outs):
+        if msg:
+            # Refused at open, naming the node and the bad entry.
+            assert out.startswith(f"error: node 'disk0': {msg}"), (op, out)
+        elif op not in WRITE_OPS:
+            assert out.startswith("ok") or out.startswith("snap ") or \
+                "beyond the vmstate" in out or "lies beyond the end" in out, (op, out)
+    after = open(img, "rb").read()
+    if msg:
+        assert after == before, "a refused image was changed"
+        return
+    # The first write is refused, names what it would have overwritten, and marks the
+    # image corrupt (incompatible bit 1, as QEMU does); later writable opens are refused
+    # with the repair command; nothing else in the image changed.
+    first = [o for op, o in zip(OPS, outs) if op in WRITE_OPS][0]
+    assert write_msg in first and "marked corrupt" in first and \
+        "qemu-img check -r all" in first, first
+    for op, out in zip(OPS, outs):
+        if op in WRITE_OPS and out is not first:
+            assert "is marked corrupt; open it read-only or repair it with 'qemu-img check " \
+                "-r all'" in out, (op, out)
+    assert int.from_bytes(after[72:80], "big") & 2, "the corrupt bit is not set"
+    assert without_incompat(after) == without_incompat(before), "refused writes changed the image"
+    assert '"corrupt": true' in qemu_img("info", "--output=json", img).stdout
+    # Read-only opens still work.
+    ro = run_ops(img, ops=["read 0 65536"], read_only=True)[0]
+    assert ro.startswith("ok crc="), ro
+
+
+def l2_entry(img, guest_off):
+    """The raw L2 entry of a guest offset (4 KiB clusters, as good_image has)."""
+    with open(img, "rb") as f:
+        h = f.read(104)
+        l1_off = int.from_bytes(h[40:48], "big")
+        f.seek(l1_off + (guest_off >> 21) * 8)
+        l2_off = int.from_bytes(f.read(8), "big") & 0x00fffffffffffe00
+        f.seek(l2_off + ((guest_off >> 12) & 511) * 8)
+        return l2_off + ((guest_off >> 12) & 511) * 8, int.from_bytes(f.read(8), "big")
 
 
 def test_corrupt_compressed_data(tmp_path, good_image):
-    # Overwrite the middle of the file (compressed payload) with garbage.
-    size = os.path.getsize(good_image)
-    img = patch(good_image, tmp_path / "c.qcow2", size // 2, os.urandom(4096))
-    r = subprocess.run([BLOCKTOOL, "--blockdev", blockdev_qcow2(img), "-c",
-                        f"dump {tmp_path / 'out.raw'}"], capture_output=True, text=True, errors="replace")
-    assert r.returncode in (0, 1)
+    # Garble exactly one compressed cluster (guest offset 196608, untouched since the
+    # compressing convert): reading it fails with an error that names the node and the
+    # cluster; nothing is written.
+    _, e = l2_entry(good_image, 196608)
+    assert e & (1 << 62), "guest cluster 48 is not compressed"
+    host = e & ((1 << 58) - 1)
+    img = patch(good_image, tmp_path / "c.qcow2", host, b"\xa5" * 64)
+    before = open(img, "rb").read()
+    r = subprocess.run([BLOCKTOOL, "--blockdev", blockdev_qcow2(img), "-c", "read 196608 4096"],
+                       capture_output=True, text=True, errors="replace")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stdout.startswith(f"error: node 'disk0': the deflate-compressed cluster at "
+                               f"{host:#x} is corrupt"), r.stdout
+    # The clusters around it still read.
+    r = subprocess.run([BLOCKTOOL, "--blockdev", blockdev_qcow2(img), "-c", "read 192512 4096",
+                        "-c", "read 200704 4096"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.count("ok crc=") == 2, r.stdout
+    assert open(img, "rb").read() == before
 
 
 def test_random_byte_flips(tmp_path, good_image):
