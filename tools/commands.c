@@ -710,14 +710,15 @@ static int cmd_events(struct ctl *ctl, int argc, char **argv)
     }
     struct conn *c = ctl_conn(ctl);
     long seen = 0;
-    while (count < 0 || seen < count) {
-        json_t *ev = conn_event(c, -1);
+    ctl_catch_sigint(true); /* Ctrl-C ends the command (and not the shell) */
+    while ((count < 0 || seen < count) && !ctl_interrupted()) {
+        json_t *ev = conn_event(c, 500);
         if (!ev) {
             if (conn_closed(c)) {
                 fprintf(stderr, "snapvm-ctl: %s closed the connection\n", conn_address(c));
-                return CTL_OK;
+                break;
             }
-            continue; /* a signal */
+            continue; /* a timeout or a signal: look at the flag */
         }
         const char *name = json_string_value(json_object_get(ev, "event"));
         bool wanted = optind >= argc;
@@ -730,6 +731,7 @@ static int cmd_events(struct ctl *ctl, int argc, char **argv)
         }
         json_decref(ev);
     }
+    ctl_catch_sigint(false);
     return CTL_OK;
 }
 
@@ -905,8 +907,9 @@ const struct command ctl_commands[] = {
          "  hmp LINE                                 a human monitor command\n"
          "  status, snapshot-list, ...               the snapvm-ctl commands\n"
          "  help [COMMAND], exit (or Ctrl-D)\n"
-         "Events are printed as they arrive, before the next prompt.  'quit' ends\n"
-         "snapvm, not the shell.\n",
+         "Events are printed as they arrive, before the next prompt.  Ctrl-C gives a\n"
+         "fresh prompt or stops a command that waits.  'quit' ends snapvm, not the\n"
+         "shell.\n",
          shell_run},
         {"help", "[COMMAND]", "show the help of snapvm-ctl or of COMMAND",
          "Without COMMAND, the program's help; with one, the same as COMMAND --help.\n", cmd_help},

@@ -65,6 +65,11 @@ json_t *ctl_call(struct ctl *ctl, const char *name, json_t *args, int *rc);
 int ctl_report_error(struct ctl *ctl, const char *cls, const char *desc, bool raw);
 /* Print a JSON value on stdout (indented, or compact with -c). */
 void ctl_print_json(struct ctl *ctl, json_t *value);
+/* Ctrl-C while a command waits (a job, events): ctl_catch_sigint(true) makes
+ * SIGINT set a flag and interrupt the wait, ctl_catch_sigint(false) puts
+ * back what was there (the shell ignores it at its prompt). */
+void ctl_catch_sigint(bool on);
+bool ctl_interrupted(void);
 int ctl_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---- args.c: key=value arguments typed by query-qmp-schema ---- */

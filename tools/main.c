@@ -10,6 +10,7 @@
  * said no) / 2 (usage, connection).  The commands are in commands.c.
  */
 #include <getopt.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,32 @@ void ctl_print_json(struct ctl *ctl, json_t *value)
     printf("%s\n", text);
     free(text);
     fflush(stdout);
+}
+
+static volatile sig_atomic_t interrupted;
+static struct sigaction saved_sigint;
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+void ctl_catch_sigint(bool on)
+{
+    if (on) {
+        struct sigaction sa = {.sa_handler = on_sigint}; /* no SA_RESTART: waits wake up */
+        sigemptyset(&sa.sa_mask);
+        interrupted = 0;
+        sigaction(SIGINT, &sa, &saved_sigint);
+    } else {
+        sigaction(SIGINT, &saved_sigint, NULL);
+    }
+}
+
+bool ctl_interrupted(void)
+{
+    return interrupted;
 }
 
 int ctl_usage_error(const char *cmd, const char *fmt, ...)

@@ -9,21 +9,12 @@
  * command prints one JSON result).  Ctrl-C cancels the job (job-cancel) and
  * still waits for it to conclude, so the VM is never left mid-operation.
  */
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "ctl.h"
-
-static volatile sig_atomic_t interrupted;
-
-static void on_sigint(int sig)
-{
-    (void)sig;
-    interrupted = 1;
-}
 
 static double now(void)
 {
@@ -163,10 +154,7 @@ int run_job(struct ctl *ctl, const char *type, json_t *args, const char *what, j
     }
     json_decref(started);
 
-    struct sigaction sa = {.sa_handler = on_sigint}, old;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old); /* no SA_RESTART: the wait below wakes up */
-    interrupted = 0;
+    ctl_catch_sigint(true);
     bool cancelled = false;
     json_t *info = NULL;
     for (;;) {
@@ -182,7 +170,7 @@ int run_job(struct ctl *ctl, const char *type, json_t *args, const char *what, j
         if (!strcmp(status, "concluded") || !strcmp(status, "null")) {
             break;
         }
-        if (interrupted && !cancelled) {
+        if (ctl_interrupted() && !cancelled) {
             cancelled = true;
             json_t *args2 = json_pack("{s:s}", "id", id);
             json_decref(conn_execute(ctl_conn(ctl), "job-cancel", args2));
@@ -202,7 +190,7 @@ int run_job(struct ctl *ctl, const char *type, json_t *args, const char *what, j
             break;
         }
     }
-    sigaction(SIGINT, &old, NULL);
+    ctl_catch_sigint(false);
     if (p.drawn) {
         printf("\n");
     }

@@ -8,6 +8,7 @@
  * A line is a snapvm-ctl command, "hmp LINE", or a raw QMP command with
  * key=value words or one JSON object; words may be quoted '...' or "...".
  */
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -368,6 +369,11 @@ int shell_run(struct ctl *ctl, int argc, char **argv)
     rl_attempted_completion_function = complete;
     rl_basic_word_break_characters = " \t";
     rl_completer_word_break_characters = (char *)" \t";
+    /* Ctrl-C does not end the shell: commands that wait catch it themselves
+     * (a job is cancelled, events stops) */
+    struct sigaction ign = {.sa_handler = SIG_IGN}, old_int;
+    sigemptyset(&ign.sa_mask);
+    sigaction(SIGINT, &ign, &old_int);
     int rc = CTL_OK; /* 0 when left with exit or Ctrl-D, whatever commands failed */
     bool leave = false;
     while (!leave) {
@@ -378,9 +384,17 @@ int shell_run(struct ctl *ctl, int argc, char **argv)
             break;
         }
         fflush(stdout);
+        /* libedit's readline returns NULL for Ctrl-C as for Ctrl-D: the flag
+         * tells them apart, and Ctrl-C just gives a fresh prompt */
+        ctl_catch_sigint(true);
         char *line = readline("(snapvm) ");
+        bool interrupted = ctl_interrupted();
+        ctl_catch_sigint(false);
         if (!line) {
             printf("\n");
+            if (interrupted) {
+                continue;
+            }
             break;
         }
         if (line[strspn(line, " \t")]) {
@@ -389,6 +403,7 @@ int shell_run(struct ctl *ctl, int argc, char **argv)
         }
         free(line);
     }
+    sigaction(SIGINT, &old_int, NULL);
     if (hist) {
         write_history(hist);
         free(hist);

@@ -4,17 +4,20 @@ unchanged), the plain, --json and terminal (pseudo-terminal) progress of
 snapshot jobs, and the interactive shell under a pseudo-terminal."""
 import json
 import os
+import pathlib
 import pty
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 
 import pytest
 
-from qmp import QMP, ROOT, SnapVM
+from qmp import ROOT, SnapVM
 from snapshot_vm import Disk, Guest, qemu_img_check, qemu_img_snapshots
 
 pytestmark = pytest.mark.kvm
@@ -337,25 +340,40 @@ def test_create_list_info_revert_delete(guest, tmp_path):
     assert qemu_img_check(guest.disks[0].path(guest.tmp)) == (0, 0)
 
 
-def test_tree(guest):
+def test_tree_and_the_description_record(guest):
     q = sock(guest)
     for tag in ("a", "b"):
         assert ctl("--qmp", q, "snapshot-create", tag, "--exclude", "vars").returncode == 0
-    assert ctl("--qmp", q, "snapshot-revert", "a", "--exclude", "vars").returncode == 0
+    # by tag alone: the snapshot's own record names its nodes (vars excluded)
+    assert ctl("--qmp", q, "snapshot-revert", "a").returncode == 0
     assert ctl("--qmp", q, "snapshot-create", "c", "--exclude", "vars").returncode == 0
+    assert ctl("--qmp", q, "snapshot-create", "d", "--exclude", "vars").returncode == 0
     r = ctl("--qmp", q, "snapshot-list", "--tree")
     assert r.returncode == 0, r.stderr
-    listed = {s["tag"]: s for s in guest.qmp.cmd("query-snapshots")}
+    assert "parents" not in r.stderr and "current" not in r.stderr
     lines = r.stdout.splitlines()
-    if "parent" in listed["b"]:
-        # b and c are children of a; c (saved after the revert to a) is current
-        assert re.match(r"^a  ", lines[0])
-        assert re.match(r"^├── b  ", lines[1]) and "<- current" not in lines[1]
-        assert re.match(r"^└── c  .*  <- current$", lines[2])
-        assert len(lines) == 3 and "parents" not in r.stderr
-    else:
-        assert "does not report snapshot parents" in r.stderr
-        assert [ln.split()[0] for ln in lines] == ["a", "b", "c"]
+    date = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  [\d.]+ MiB"
+    # b and c are children of a; d (saved after c) is current
+    assert len(lines) == 4, r.stdout
+    assert re.match(rf"^a  {date}$", lines[0])
+    assert re.match(rf"^├── b  {date}$", lines[1])
+    assert re.match(rf"^└── c  {date}$", lines[2])
+    assert re.match(rf"^    └── d  {date}  <- current$", lines[3])
+    # the table marks the current one
+    rows = {ln.split()[0]: ln for ln in ctl("--qmp", q, "snapshot-list").stdout.splitlines()[1:]}
+    assert rows["d"].rstrip().endswith("*") and not rows["a"].rstrip().endswith("*")
+    info = dict(re.split(r":\s+", ln, 1) for ln in
+                ctl("--qmp", q, "snapshot-info", "a").stdout.splitlines())
+    assert (info["parent"], info["children"], info["current"]) == ("(none: a root)", "b, c", "no")
+    assert (info["excluded"], info["vmstate node"]) == ("vars", "disk0")
+    info = dict(re.split(r":\s+", ln, 1) for ln in
+                ctl("--qmp", q, "snapshot-info", "d").stdout.splitlines())
+    assert (info["parent"], info["children"], info["current"]) == ("c", "(none)", "yes")
+    # deleting c reconnects d to a
+    assert ctl("--qmp", q, "snapshot-delete", "c").returncode == 0
+    lines = ctl("--qmp", q, "snapshot-list", "--tree").stdout.splitlines()
+    assert [re.sub(r"  \d{4}.*?MiB", "", ln) for ln in lines] == \
+        ["a", "├── b", "└── d  <- current"]
 
 
 def test_progress_on_a_terminal(tmp_path):
@@ -451,9 +469,15 @@ class Term:
     def type(self, text):
         os.write(self.fd, text.encode())
 
-    def wait(self, timeout=10):
+    def wait(self, timeout=10, nudge=None):
+        """Wait for the exit status; `nudge` is typed again every half second
+        (a key typed while libedit switches the terminal mode can be lost)."""
         deadline = time.monotonic() + timeout
+        next_nudge = time.monotonic() + 0.5
         while time.monotonic() < deadline:
+            if nudge and time.monotonic() > next_nudge:
+                self.type(nudge)
+                next_nudge += 0.5
             try:
                 r, _, _ = select.select([self.fd], [], [], 0.1)
                 if r:
@@ -514,6 +538,18 @@ def test_shell(guest, tmp_path):
     t.type("cont\r")
     t.expect(r"event: \S+ \S+ STOP\r\n")
     t.expect(PROMPT)
+    # Ctrl-C ends a command that waits (events), not the shell; nor at the prompt
+    t.type("events\r")
+    time.sleep(0.5)
+    guest.qmp.cmd("stop")
+    t.expect(r"\d \d\d:\d\d:\d\d\.\d{6} STOP\r\n")
+    t.type("\x03")
+    t.expect(PROMPT)
+    t.type("\x03")
+    time.sleep(0.2)
+    t.type("\x15status\r")
+    t.expect(r"VM status: paused\r\n")
+    t.expect(PROMPT)
     t.type("exit\r")
     assert t.wait() == 0
     # libedit's history file (it writes a space as \\040)
@@ -522,8 +558,54 @@ def test_shell(guest, tmp_path):
     # the history is there for the next shell
     t = Term([CTL, "--qmp", guest.sock, "shell"], env)
     t.expect(PROMPT)
-    t.type("\x1b[A" * 3 + "\r")  # back over exit and cont: job-cancel id=nope
+    t.type("\x1b[A" * 5 + "\r")  # back over exit, status, events, cont: job-cancel
     t.expect(r"GenericError: Job 'nope' not found")
     t.expect(PROMPT)
     t.type("\x04")  # Ctrl-D on an empty line ends the shell
-    assert t.wait() == 0
+    assert t.wait(nudge="\x15\x04") == 0  # Ctrl-U: clear what a lost race left
+
+
+def test_ctrl_c_cancels_the_job(tmp_path):
+    """Ctrl-C on a terminal: job-cancel, wait for the job, exit 1, nothing left."""
+    with Guest(tmp_path, disks=[Disk("disk0", "qcow2", "64M")], mem="1024") as g:
+        assert g.guest.cmd("fill 5 700", timeout=60) == "ok"
+        t = Term([CTL, "--qmp", g.sock, "snapshot-create", "big"], dict(os.environ))
+        t.expect(r"saving 'big' \[[#.]+\] +\d+%  [\d.]+ [KMG]iB / ")
+        os.kill(t.pid, signal.SIGINT)
+        t.expect(r"saving 'big': cancelling\r\n")
+        assert t.wait(timeout=30) == 1
+        assert "snapvm-ctl: " in t.out.decode().rsplit("cancelling", 1)[1]
+        assert g.qmp.cmd("query-snapshots") == [] and g.qmp.cmd("query-jobs") == []
+        assert "big" not in qemu_img_snapshots(g.disks[0].path(g.tmp))
+
+
+def test_install_deps_needs_no_sudo_as_root(tmp_path):
+    """The README's commands start with install-deps.sh: as root it must not
+    need sudo (a fresh Debian 12 has none); without root and sudo it says so."""
+    script = os.path.join(ROOT, "scripts", "install-deps.sh")
+    # a PATH with what the script uses and no sudo, readable by an unprivileged user
+    pub = tempfile.mkdtemp(prefix="snapvm-deps-", dir="/tmp")
+    os.chmod(pub, 0o755)
+    bindir = pathlib.Path(pub) / "bin"
+    bindir.mkdir()
+    for tool in ("bash", "dpkg-query", "grep", "id", "env", "apt-get"):
+        path = subprocess.run(["bash", "-c", f"command -v {tool}"], capture_output=True,
+                              text=True).stdout.strip()
+        if path:
+            os.symlink(path, bindir / tool)
+    env = {"PATH": str(bindir)}
+    if os.getuid() == 0:
+        r = subprocess.run(["bash", script], capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr  # everything is installed: no apt-get, no sudo
+    # with a package missing, a user without sudo gets a clear error
+    text = open(script).read().replace("PACKAGES=(", "PACKAGES=(no-such-package-snapvm ", 1)
+    cmd = [str(bindir / "bash"), "-s"]
+    if os.getuid() == 0:
+        cmd = [shutil.which("setpriv"), "--reuid=65534", "--regid=65534", "--clear-groups"] + cmd
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, input=text)
+    finally:
+        shutil.rmtree(pub)
+    assert r.returncode == 1, r.stderr
+    assert "missing packages: no-such-package-snapvm" in r.stderr
+    assert "needs root, and sudo is not installed: run this as root" in r.stderr
