@@ -241,12 +241,13 @@ def test_current_survives_qemu_rewriting_the_header(tmp_path):
     assert qemu_img_check(path) == (0, 0)
 
 
-def test_small_clusters_keep_the_marker(tmp_path):
-    """512-byte clusters leave little room in the header cluster: the marker
-    still fits there."""
+@pytest.mark.parametrize("opts", ["cluster_size=512", "compat=0.10", "compat=0.10,cluster_size=512"])
+def test_small_clusters_and_version_2_images_keep_the_marker(tmp_path, opts):
+    """512-byte clusters leave little room in the header cluster, and qcow2
+    version 2 images have a 72-byte header: the marker fits either way."""
     path = tmp_path / "disk0.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=512",
-                    str(path), "64M"], check=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", opts, str(path), "64M"],
+                   check=True)
     disks = [Disk("disk0", "qcow2", "64M")]
     with Guest(tmp_path, disks=disks) as g:
         g.qmp.cmd("savevm", tag="a")
