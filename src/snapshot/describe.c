@@ -122,6 +122,12 @@ static bool nodes_valid(const json_t *list)
         if (!name || !*name) {
             return false;
         }
+        for (size_t j = 0; j < i; j++) {
+            if (!strcmp(name,
+                        json_string_value(json_object_get(json_array_get(list, j), "node-name")))) {
+                return false; /* a node twice */
+            }
+        }
     }
     return true;
 }
@@ -553,6 +559,10 @@ int describe_select_save(struct machine *m, const struct snapshot_request *req,
         struct description *cur = find_by_uuid(g, uuid);
         if (cur) {
             int rc = targets_from_record(g, cur, req, out, errp);
+            if (rc < 0) {
+                error_prepend(errp, "savevm reuses the nodes of the current snapshot '%s'",
+                              cur->tag);
+            }
             describe_free(cur);
             return rc;
         }

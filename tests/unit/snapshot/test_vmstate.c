@@ -291,6 +291,10 @@ static void test_description_rejects_malformed(void **state)
                        "\"nodes\": [{\"node-name\": \"r\"}], \"excluded\": [], "
                        "\"ancestors\": [], \"machine\": {\"vcpus\": 1}}",
                        "'machine'");
+    expect_parse_error("{\"uuid\": \"" GOOD_UUID "\", \"tag\": \"a\", \"vmstate\": \"r\", "
+                       "\"nodes\": [{\"node-name\": \"r\"}, {\"node-name\": \"r\"}], "
+                       "\"excluded\": [], \"ancestors\": [], " GOOD_MACHINE "}",
+                       "'nodes'");
     /* Duplicate keys are refused rather than resolved one way or the other. */
     expect_parse_error("{\"uuid\": \"" GOOD_UUID "\", \"uuid\": \"" GOOD_UUID "\"}", "malformed");
 }
