@@ -585,6 +585,27 @@ static int cmd_snapshot_info(struct ctl *ctl, int argc, char **argv)
             snprintf(buf2, sizeof(buf2), "no%s%.80s", why ? ": " : "", why ? why : "");
             info_line("loadable:", buf2);
         }
+        json_t *machine = json_object_get(s, "machine");
+        if (machine) {
+            char ram[32];
+            fmt_size((uint64_t)json_integer_value(json_object_get(machine, "ram-size")), ram,
+                     sizeof(ram));
+            long long vcpus = (long long)json_integer_value(json_object_get(machine, "vcpus"));
+            snprintf(buf2, sizeof(buf2), "%s RAM, %lld vCPU%s", ram, vcpus, vcpus == 1 ? "" : "s");
+            info_line("machine:", buf2);
+            size_t k;
+            json_t *d;
+            json_array_foreach(json_object_get(machine, "devices"), k, d)
+            {
+                const char *drive = json_string_value(json_object_get(d, "drive"));
+                char line[300];
+                snprintf(line, sizeof(line), "%s (%s%s%s)",
+                         json_string_value(json_object_get(d, "id")),
+                         json_string_value(json_object_get(d, "type")), drive ? " on " : "",
+                         drive ? drive : "");
+                info_line(k == 0 ? "devices:" : "", line);
+            }
+        }
         size_t i;
         json_t *r;
         json_array_foreach(recs, i, r)
@@ -876,8 +897,8 @@ const struct command ctl_commands[] = {
         {"snapshot-info", "TAG", "show everything known about snapshot TAG",
          "Prints one snapshot's record: id, date, VM clock and size, vmstate node,\n"
          "nodes and excluded nodes, parent and children, whether it is current, the\n"
-         "bytes it stores and holds alone, whether it can be loaded (and why not), and\n"
-         "each node's own entry for it.\n",
+         "bytes it stores and holds alone, whether it can be loaded (and why not), the\n"
+         "VM's shape (RAM, vCPUs, devices), and each node's own entry for it.\n",
          cmd_snapshot_info},
         {"nodes", "", "list the block nodes",
          "A table of the block nodes (query-named-block-nodes): name, driver, size,\n"

@@ -226,6 +226,11 @@ def test_quit_ends_snapvm_and_events_sees_it(guest):
 
 # ---- snapshots ----
 
+def info_of(text):
+    """snapshot-info's "key:  value" lines (continuation lines left out)."""
+    return dict(m.groups() for m in re.finditer(r"^(\S[^:]*):\s+(.*)$", text, re.M))
+
+
 def varstore_error(g):
     """The server's own message when savevm meets the raw varstore."""
     with pytest.raises(Exception) as e:
@@ -297,7 +302,7 @@ def test_create_list_info_revert_delete(guest, tmp_path):
     # info
     r = ctl("--qmp", q, "snapshot-info", "s1")
     assert r.returncode == 0, r.stderr
-    info = dict(re.split(r":\s+", ln, 1) for ln in r.stdout.splitlines())
+    info = info_of(r.stdout)
     assert info["tag"] == "s1" and info["nodes"] == "disk0"
     assert info["vm size"].endswith(f"({listed[0]['vm-state-size']} bytes)")
     assert info["on disk0"].startswith("id 1, VM state ")
@@ -362,12 +367,14 @@ def test_tree_and_the_description_record(guest):
     # the table marks the current one
     rows = {ln.split()[0]: ln for ln in ctl("--qmp", q, "snapshot-list").stdout.splitlines()[1:]}
     assert rows["d"].rstrip().endswith("*") and not rows["a"].rstrip().endswith("*")
-    info = dict(re.split(r":\s+", ln, 1) for ln in
-                ctl("--qmp", q, "snapshot-info", "a").stdout.splitlines())
+    info = info_of(ctl("--qmp", q, "snapshot-info", "a").stdout)
     assert (info["parent"], info["children"], info["current"]) == ("(none: a root)", "b, c", "no")
     assert (info["excluded"], info["vmstate node"]) == ("vars", "disk0")
-    info = dict(re.split(r":\s+", ln, 1) for ln in
-                ctl("--qmp", q, "snapshot-info", "d").stdout.splitlines())
+    assert info["machine"] == "128 MiB RAM, 1 vCPU"
+    out = ctl("--qmp", q, "snapshot-info", "a").stdout
+    assert re.search(r"^devices:\s+serial0 \(serial\)$", out, re.M)
+    assert re.search(r"^\s+virtio-blk:disk0 \(virtio-blk-pci on disk0\)$", out, re.M)
+    info = info_of(ctl("--qmp", q, "snapshot-info", "d").stdout)
     assert (info["parent"], info["children"], info["current"]) == ("c", "(none)", "yes")
     # deleting c reconnects d to a
     assert ctl("--qmp", q, "snapshot-delete", "c").returncode == 0
