@@ -199,9 +199,11 @@ int run_job(struct ctl *ctl, const char *type, json_t *args, const char *what, j
     double until = now() + 2;
     json_t *ev;
     while (info && p.seen_events && strcmp(p.last_event, "concluded") != 0 && now() < until &&
-           (ev = conn_event(ctl_conn(ctl), 100)) != NULL) {
-        handle_event(&p, ev, id);
-        json_decref(ev);
+           !conn_closed(ctl_conn(ctl))) {
+        if ((ev = conn_event(ctl_conn(ctl), 100)) != NULL) {
+            handle_event(&p, ev, id);
+            json_decref(ev);
+        }
     }
     while ((ev = conn_event(ctl_conn(ctl), 0))) {
         handle_event(&p, ev, id);
