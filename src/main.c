@@ -176,6 +176,7 @@ int main(int argc, char **argv)
                 goto out;
             }
         }
+        monitor_set_vm_name(mon, cfg.name); /* query-name */
         machine_set_event_handler(m, machine_event_to_monitor, mon);
         if (monitor_start(mon, &err) < 0) {
             goto out;

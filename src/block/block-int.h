@@ -30,6 +30,7 @@ struct block_driver {
     int (*flush)(struct block_node *node, struct error **errp);
     int (*host_fd)(struct block_node *node);
     uint32_t (*cluster_size)(const struct block_node *node);
+    struct block_node *(*backing)(const struct block_node *node); /* NULL: never has one */
 
     /* Internal snapshots; NULL for drivers without them. */
     int (*snapshot_list)(struct block_node *node, struct block_snapshot_info **list, size_t *count,

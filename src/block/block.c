@@ -460,6 +460,16 @@ uint32_t block_node_cluster_size(const struct block_node *node)
     return node->drv->cluster_size ? node->drv->cluster_size(node) : 0;
 }
 
+struct block_node *block_node_backing(const struct block_node *node)
+{
+    return node->drv->backing ? node->drv->backing(node) : NULL;
+}
+
+bool block_node_no_flush(const struct block_node *node)
+{
+    return node->no_flush;
+}
+
 /* ---- I/O ---- */
 
 static int check_request(struct block_node *node, uint64_t off, size_t len, bool write,

@@ -611,6 +611,12 @@ static uint32_t qcow2_cluster_size(const struct block_node *node)
     return (uint32_t)s->cluster_size;
 }
 
+static struct block_node *qcow2_backing(const struct block_node *node)
+{
+    const struct qcow2_state *s = node->opaque;
+    return s->backing;
+}
+
 const struct block_driver block_driver_qcow2 = {
         .name = "qcow2",
         .extra_opts = qcow2_opts,
@@ -621,6 +627,7 @@ const struct block_driver block_driver_qcow2 = {
         .pwrite = qcow2_pwrite,
         .flush = qcow2_flush,
         .cluster_size = qcow2_cluster_size,
+        .backing = qcow2_backing,
         .snapshot_list = qcow2_snapshot_list,
         .snapshot_create = qcow2_snapshot_create,
         .snapshot_goto = qcow2_snapshot_goto,

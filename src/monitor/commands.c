@@ -4,21 +4,22 @@
  * How to add a QMP command:
  *   1. Describe it in the schema (qapi-schema.json, or a qapi-<area>.json
  *      listed in src/monitor/meson.build): its arguments, its return type,
- *      and any struct/enum they use.  The dispatcher checks every call
- *      against this before the handler runs, and query-qmp-schema shows it.
+ *      and any type they use.  qapi-gen.py checks it at build time and
+ *      generates `struct qapi_args_foo` (one typed member per argument) and
+ *      the prototype of its handler into qapi-commands.h, and its entry in
+ *      the command table.  The dispatcher validates every call against the
+ *      schema before the handler runs; query-qmp-schema shows it.
  *   2. Write the handler in the file of its area (qmp-machine.c,
- *      qmp-block.c, qmp-jobs.c, qmp-snapshot.c, ...):
- *          static json_t *qmp_foo(struct qmp_request *req, json_t *args,
- *                                 struct error **errp)
- *      `args` is already valid; return the "return" value (NULL means {})
- *      or set *errp.  Slow work: qmp_request_defer(req), hand req to a
- *      thread or job, return NULL; later qmp_request_complete(req, ret, err).
- *      Never block the monitor thread.
- *   3. Add {"foo", qmp_foo} to the area's table (ends with {NULL, NULL}).
- *      A new area: declare its table in commands.h, list it below, and add
- *      the file to src/monitor/meson.build.
- *   tests/unit/monitor/test_registry.c fails if a handler lacks a schema
- *   entry or a schema command lacks a handler.
+ *      qmp-block.c, qmp-jobs.c, qmp-snapshot.c, ...), with the generated
+ *      prototype:
+ *          json_t *qmp_foo(struct qmp_request *req,
+ *                          const struct qapi_args_foo *args, struct error **errp)
+ *      (no `args` for a command without arguments).  Return the "return"
+ *      value (NULL means {}) or set *errp.  Slow work: qmp_request_defer(req),
+ *      hand req to a thread or job, return NULL; later
+ *      qmp_request_complete(req, ret, err).  Never block the monitor thread.
+ *   A command without a handler does not link; a handler that names an
+ *   argument the schema lacks does not compile.
  *
  * How to add an HMP command (for human-monitor-command):
  *   add {"name", "params", "help", handler} to an HMP table (hmp.c's, or
@@ -30,14 +31,10 @@
 
 #include "monitor/commands.h"
 #include "monitor/monitor-int.h"
+#include "monitor/qapi-commands.h"
 
 const struct qmp_command *const qmp_default_tables[] = {
-        qmp_core_commands,
-        qmp_machine_commands,
-        qmp_block_commands,
-        qmp_job_commands,
-        qmp_snapshot_commands,
-        qmp_hmp_commands,
+        qapi_commands,
         NULL,
 };
 

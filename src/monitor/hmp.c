@@ -10,8 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "machine/machine.h"
 #include "monitor/commands.h"
 #include "monitor/monitor-int.h"
+#include "monitor/qapi-commands.h"
 #include "util/buf.h"
 
 static const char *skip_space(const char *p)
@@ -202,10 +204,23 @@ static json_t *unknown_command(const char *line)
     return s;
 }
 
-static json_t *qmp_human_monitor_command(struct qmp_request *req, json_t *args, struct error **errp)
+json_t *qmp_human_monitor_command(struct qmp_request *req,
+                                  const struct qapi_args_human_monitor_command *args,
+                                  struct error **errp)
 {
+    /*
+     * As QEMU: a cpu-index that names no vCPU is a QMP error, before any
+     * command runs.  HMP commands here need no implicit CPU otherwise.
+     */
+    if (args->has_cpu_index) {
+        struct machine *m = qmp_request_machine(req);
+        if (args->cpu_index < 0 || !m || args->cpu_index >= machine_vcpu_count(m)) {
+            error_setg(errp, "Parameter 'cpu-index' expects a CPU number");
+            return NULL;
+        }
+    }
     req->hmp = true; /* from here on, errors are output text */
-    char *line = trimmed(json_string_value(json_object_get(args, "command-line")));
+    char *line = trimmed(args->command_line);
     json_t *ret = NULL;
     size_t n;
     const struct hmp_command *cmd =
@@ -253,9 +268,4 @@ static json_t *hmp_help(struct qmp_request *req, const char *args, struct error 
 const struct hmp_command hmp_core_commands[] = {
         {"help", "[cmd]", "show the help", hmp_help},
         {NULL, NULL, NULL, NULL},
-};
-
-const struct qmp_command qmp_hmp_commands[] = {
-        {"human-monitor-command", qmp_human_monitor_command},
-        {NULL, NULL},
 };

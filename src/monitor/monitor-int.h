@@ -45,6 +45,7 @@ const struct qapi_schema *monitor_schema(struct monitor *mon);
 const struct qmp_command *const *monitor_qmp_tables(struct monitor *mon);
 const struct hmp_command *const *monitor_hmp_tables(struct monitor *mon);
 struct machine *monitor_machine(struct monitor *mon);
+const char *monitor_vm_name(struct monitor *mon); /* NULL: no -name */
 /*
  * Count a request as deferred (monitor_free waits for it), and hand a
  * completed one to the monitor thread.

@@ -66,6 +66,7 @@ struct monitor {
     const struct qmp_command *const *qmp_tables;
     const struct hmp_command *const *hmp_tables;
     struct job_manager *jobs;
+    char *vm_name; /* -name, or NULL */
     int epfd;
     struct watch wake;
     int wakefd;
@@ -108,6 +109,17 @@ struct machine *monitor_machine(struct monitor *mon)
 struct job_manager *monitor_jobs(struct monitor *mon)
 {
     return mon->jobs;
+}
+
+void monitor_set_vm_name(struct monitor *mon, const char *name)
+{
+    free(mon->vm_name);
+    mon->vm_name = name ? strdup(name) : NULL;
+}
+
+const char *monitor_vm_name(struct monitor *mon)
+{
+    return mon->vm_name;
 }
 
 static void wake(struct monitor *mon)
@@ -653,6 +665,7 @@ void monitor_free(struct monitor *mon)
     pthread_cond_destroy(&mon->done);
     pthread_mutex_destroy(&mon->lock);
     qapi_schema_free(mon->schema);
+    free(mon->vm_name);
     free(mon);
 }
 

@@ -35,6 +35,9 @@ void monitor_stop(struct monitor *mon);
 /* monitor_stop() if not done yet, then free everything. */
 void monitor_free(struct monitor *mon);
 
+/* -name NAME, for query-name (copied; NULL: none). */
+void monitor_set_vm_name(struct monitor *mon, const char *name);
+
 /* The background jobs (snapshot-save, ...) of this monitor's machine. */
 struct job_manager *monitor_jobs(struct monitor *mon);
 

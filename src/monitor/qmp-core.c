@@ -6,16 +6,17 @@
  */
 #include <string.h>
 
-#include "monitor/commands.h"
 #include "monitor/monitor-int.h"
+#include "monitor/qapi-commands.h"
 
 /* The dispatcher switches the client to command mode when this succeeds. */
-static json_t *qmp_capabilities(struct qmp_request *req, json_t *args, struct error **errp)
+json_t *qmp_qmp_capabilities(struct qmp_request *req, const struct qapi_args_qmp_capabilities *args,
+                             struct error **errp)
 {
     (void)req;
     size_t i;
     json_t *cap;
-    json_array_foreach(json_object_get(args, "enable"), i, cap)
+    json_array_foreach(args->enable, i, cap)
     {
         /* The schema knows "oob"; this server does not offer it. */
         error_setg(errp, "Capability '%s' is not available", json_string_value(cap));
@@ -24,15 +25,15 @@ static json_t *qmp_capabilities(struct qmp_request *req, json_t *args, struct er
     return NULL;
 }
 
-static json_t *qmp_query_version(struct qmp_request *req, json_t *args, struct error **errp)
+json_t *qmp_query_version(struct qmp_request *req, struct error **errp)
 {
-    (void)req, (void)args, (void)errp;
+    (void)req, (void)errp;
     return monitor_version_info();
 }
 
-static json_t *qmp_query_commands(struct qmp_request *req, json_t *args, struct error **errp)
+json_t *qmp_query_commands(struct qmp_request *req, struct error **errp)
 {
-    (void)args, (void)errp;
+    (void)errp;
     struct monitor *mon = qmp_request_monitor(req);
     json_t *list = json_array();
     size_t i;
@@ -46,16 +47,8 @@ static json_t *qmp_query_commands(struct qmp_request *req, json_t *args, struct 
     return list;
 }
 
-static json_t *qmp_query_qmp_schema(struct qmp_request *req, json_t *args, struct error **errp)
+json_t *qmp_query_qmp_schema(struct qmp_request *req, struct error **errp)
 {
-    (void)args, (void)errp;
+    (void)errp;
     return json_incref(qapi_schema_introspect(monitor_schema(qmp_request_monitor(req))));
 }
-
-const struct qmp_command qmp_core_commands[] = {
-        {"qmp_capabilities", qmp_capabilities},
-        {"query-version", qmp_query_version},
-        {"query-commands", qmp_query_commands},
-        {"query-qmp-schema", qmp_query_qmp_schema},
-        {NULL, NULL},
-};

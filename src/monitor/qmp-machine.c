@@ -10,6 +10,7 @@
 #include "machine/machine.h"
 #include "monitor/commands.h"
 #include "monitor/monitor-int.h"
+#include "monitor/qapi-commands.h"
 
 static struct machine *need_machine(struct qmp_request *req, struct error **errp)
 {
@@ -20,9 +21,8 @@ static struct machine *need_machine(struct qmp_request *req, struct error **errp
     return m;
 }
 
-static json_t *qmp_query_status(struct qmp_request *req, json_t *args, struct error **errp)
+json_t *qmp_query_status(struct qmp_request *req, struct error **errp)
 {
-    (void)args;
     struct machine *m = need_machine(req, errp);
     if (!m) {
         return NULL;
@@ -31,9 +31,8 @@ static json_t *qmp_query_status(struct qmp_request *req, json_t *args, struct er
                      run_state_name(machine_run_state(m)));
 }
 
-static json_t *qmp_stop(struct qmp_request *req, json_t *args, struct error **errp)
+json_t *qmp_stop(struct qmp_request *req, struct error **errp)
 {
-    (void)args;
     struct machine *m = need_machine(req, errp);
     if (m) {
         machine_stop(m, errp);
@@ -41,9 +40,8 @@ static json_t *qmp_stop(struct qmp_request *req, json_t *args, struct error **er
     return NULL;
 }
 
-static json_t *qmp_cont(struct qmp_request *req, json_t *args, struct error **errp)
+json_t *qmp_cont(struct qmp_request *req, struct error **errp)
 {
-    (void)args;
     struct machine *m = need_machine(req, errp);
     if (m) {
         machine_cont(m, errp);
@@ -51,9 +49,8 @@ static json_t *qmp_cont(struct qmp_request *req, json_t *args, struct error **er
     return NULL;
 }
 
-static json_t *qmp_system_reset(struct qmp_request *req, json_t *args, struct error **errp)
+json_t *qmp_system_reset(struct qmp_request *req, struct error **errp)
 {
-    (void)args;
     struct machine *m = need_machine(req, errp);
     if (m) {
         machine_system_reset(m, errp);
@@ -61,10 +58,17 @@ static json_t *qmp_system_reset(struct qmp_request *req, json_t *args, struct er
     return NULL;
 }
 
-/* The reply goes out first: monitor_free() flushes it before exit. */
-static json_t *qmp_quit(struct qmp_request *req, json_t *args, struct error **errp)
+/* -name NAME; absent without one, as in QEMU. */
+json_t *qmp_query_name(struct qmp_request *req, struct error **errp)
 {
-    (void)args;
+    (void)errp;
+    const char *name = monitor_vm_name(qmp_request_monitor(req));
+    return name ? json_pack("{s:s}", "name", name) : json_object();
+}
+
+/* The reply goes out first: monitor_free() flushes it before exit. */
+json_t *qmp_quit(struct qmp_request *req, struct error **errp)
+{
     struct machine *m = need_machine(req, errp);
     if (m) {
         machine_request_quit(m);
@@ -96,11 +100,6 @@ static json_t *hmp_info_status(struct qmp_request *req, const char *args, struct
     free(text);
     return s;
 }
-
-const struct qmp_command qmp_machine_commands[] = {
-        {"query-status", qmp_query_status}, {"stop", qmp_stop}, {"cont", qmp_cont},
-        {"system_reset", qmp_system_reset}, {"quit", qmp_quit}, {NULL, NULL},
-};
 
 const struct hmp_command hmp_machine_commands[] = {
         {"info status", "", "show the current VM status (running|paused)", hmp_info_status},

@@ -18,6 +18,7 @@
 #include "job/job.h"
 #include "machine/machine.h"
 #include "monitor/commands.h"
+#include "monitor/qapi-commands.h"
 #include "monitor/qmp.h"
 #include "snapshot/snapshot.h"
 #include "util/buf.h"
@@ -32,7 +33,7 @@ enum snapshot_op {
 struct snapshot_call {
     struct machine *machine;
     enum snapshot_op op;
-    json_t *args; /* kept alive: the request's strings point into it */
+    json_t *args; /* the call's own copy of its arguments: the strings below point into it */
     struct snapshot_request req;
     const char *names[SNAPSHOT_MAX_NODES];
     const char *tag; /* into args: whole, never cut (the snapshot layer checks it) */
@@ -88,35 +89,39 @@ static void call_free(struct snapshot_call *call)
     free(call);
 }
 
+/*
+ * A call from the typed arguments (borrowed: copied here, since the call
+ * outlives the request's message).  `list` is `exclude` (seed API) or
+ * `devices` (job API), a validated array of strings, or NULL.
+ */
 static struct snapshot_call *call_new(struct qmp_request *req, enum snapshot_op op,
-                                      enum snapshot_api api, json_t *args, struct error **errp)
+                                      enum snapshot_api api, const char *tag, const char *vmstate,
+                                      json_t *list, struct error **errp)
 {
+    struct machine *m = qmp_request_machine(req);
+    if (!m) {
+        error_setg(errp, "This monitor has no machine");
+        return NULL;
+    }
     struct snapshot_call *call = calloc(1, sizeof(*call));
     if (!call) {
         abort();
     }
-    call->machine = qmp_request_machine(req);
+    call->machine = m;
     call->op = op;
-    call->args = json_incref(args);
-    call->req.api = api;
-    const char *tag = json_string_value(json_object_get(args, "tag"));
-    call->tag = tag ? tag : "";
-    call->req.tag = call->tag;
-    call->req.vmstate = json_string_value(json_object_get(args, "vmstate"));
-    const char *list_arg = api == SNAPSHOT_API_SEED ? "exclude" : "devices";
-    if (api == SNAPSHOT_API_JOB && !json_object_get(args, "devices")) {
-        /* snapvm's extension of the job API: without `devices`, the seed's
-         * rules choose the nodes (every writable top-level node minus
-         * `exclude`) and the default vmstate node, so that a client gets a
-         * job's progress with savevm's selection and errors (snapvm-ctl). */
-        call->req.api = SNAPSHOT_API_SEED;
-        list_arg = "exclude";
-    } else if (api == SNAPSHOT_API_JOB && json_object_get(args, "exclude")) {
-        error_setg(errp, "'devices' and 'exclude' cannot be used together");
+    /* '*': an absent argument stays absent (an absent list is not an empty one). */
+    call->args = json_pack("{s:s, s:s*, s:O*}", "tag", tag, "vmstate", vmstate, "list", list);
+    if (!call->args) {
+        error_setg(errp, "snapshot arguments are not valid UTF-8");
         call_free(call);
         return NULL;
     }
-    if (take_names(call, json_object_get(args, list_arg), list_arg, errp) < 0) {
+    call->req.api = api;
+    call->tag = json_string_value(json_object_get(call->args, "tag"));
+    call->req.tag = call->tag;
+    call->req.vmstate = json_string_value(json_object_get(call->args, "vmstate"));
+    const char *list_arg = api == SNAPSHOT_API_SEED ? "exclude" : "devices";
+    if (take_names(call, json_object_get(call->args, "list"), list_arg, errp) < 0) {
         call_free(call);
         return NULL;
     }
@@ -241,19 +246,29 @@ static json_t *start_deferred(struct qmp_request *req, struct snapshot_call *cal
 
 /* ---- the seed API ---- */
 
-static json_t *qmp_savevm(struct qmp_request *req, json_t *args, struct error **errp)
+json_t *qmp_savevm(struct qmp_request *req, const struct qapi_args_savevm *args,
+                   struct error **errp)
 {
-    return start_deferred(req, call_new(req, OP_SAVE, SNAPSHOT_API_SEED, args, errp), errp);
+    return start_deferred(req,
+                          call_new(req, OP_SAVE, SNAPSHOT_API_SEED, args->tag, args->vmstate,
+                                   args->exclude, errp),
+                          errp);
 }
 
-static json_t *qmp_loadvm(struct qmp_request *req, json_t *args, struct error **errp)
+json_t *qmp_loadvm(struct qmp_request *req, const struct qapi_args_loadvm *args,
+                   struct error **errp)
 {
-    return start_deferred(req, call_new(req, OP_LOAD, SNAPSHOT_API_SEED, args, errp), errp);
+    return start_deferred(req,
+                          call_new(req, OP_LOAD, SNAPSHOT_API_SEED, args->tag, args->vmstate,
+                                   args->exclude, errp),
+                          errp);
 }
 
-static json_t *qmp_delvm(struct qmp_request *req, json_t *args, struct error **errp)
+json_t *qmp_delvm(struct qmp_request *req, const struct qapi_args_delvm *args, struct error **errp)
 {
-    return start_deferred(req, call_new(req, OP_DELETE, SNAPSHOT_API_SEED, args, errp), errp);
+    return start_deferred(
+            req, call_new(req, OP_DELETE, SNAPSHOT_API_SEED, args->tag, NULL, args->exclude, errp),
+            errp);
 }
 
 /* ---- the job API ---- */
@@ -286,10 +301,24 @@ static const char *const job_types[] = {
         [OP_DELETE] = "snapshot-delete",
 };
 
-static json_t *start_job(struct qmp_request *req, enum snapshot_op op, json_t *args,
+static json_t *start_job(struct qmp_request *req, enum snapshot_op op, const char *id,
+                         const char *tag, const char *vmstate, json_t *devices, json_t *exclude,
                          struct error **errp)
 {
-    struct snapshot_call *call = call_new(req, op, SNAPSHOT_API_JOB, args, errp);
+    enum snapshot_api api = SNAPSHOT_API_JOB;
+    json_t *list = devices;
+    if (!devices) {
+        /* snapvm's extension of the job API: without `devices`, the seed's
+         * rules choose the nodes (every writable top-level node minus
+         * `exclude`) and the default vmstate node, so that a client gets a
+         * job's progress with savevm's selection and errors (snapvm-ctl). */
+        api = SNAPSHOT_API_SEED;
+        list = exclude;
+    } else if (exclude) {
+        error_setg(errp, "'devices' and 'exclude' cannot be used together");
+        return NULL;
+    }
+    struct snapshot_call *call = call_new(req, op, api, tag, vmstate, list, errp);
     if (!call) {
         return NULL;
     }
@@ -297,7 +326,6 @@ static json_t *start_job(struct qmp_request *req, enum snapshot_op op, json_t *a
         call_free(call);
         return NULL;
     }
-    const char *id = json_string_value(json_object_get(args, "job-id"));
     /* QEMU keeps snapshot jobs "concluded" until job-dismiss. */
     struct job *job = job_create(qmp_request_jobs(req), id, job_types[op], &snapshot_job_driver,
                                  call, JOB_MANUAL_DISMISS, errp);
@@ -310,50 +338,43 @@ static json_t *start_job(struct qmp_request *req, enum snapshot_op op, json_t *a
     return NULL;
 }
 
-static json_t *qmp_snapshot_save(struct qmp_request *req, json_t *args, struct error **errp)
+json_t *qmp_snapshot_save(struct qmp_request *req, const struct qapi_args_snapshot_save *args,
+                          struct error **errp)
 {
-    return start_job(req, OP_SAVE, args, errp);
+    return start_job(req, OP_SAVE, args->job_id, args->tag, args->vmstate, args->devices,
+                     args->exclude, errp);
 }
 
-static json_t *qmp_snapshot_load(struct qmp_request *req, json_t *args, struct error **errp)
+json_t *qmp_snapshot_load(struct qmp_request *req, const struct qapi_args_snapshot_load *args,
+                          struct error **errp)
 {
-    return start_job(req, OP_LOAD, args, errp);
+    return start_job(req, OP_LOAD, args->job_id, args->tag, args->vmstate, args->devices,
+                     args->exclude, errp);
 }
 
-static json_t *qmp_snapshot_delete(struct qmp_request *req, json_t *args, struct error **errp)
+json_t *qmp_snapshot_delete(struct qmp_request *req, const struct qapi_args_snapshot_delete *args,
+                            struct error **errp)
 {
-    return start_job(req, OP_DELETE, args, errp);
+    return start_job(req, OP_DELETE, args->job_id, args->tag, NULL, args->devices, args->exclude,
+                     errp);
 }
 
-static json_t *qmp_query_snapshots(struct qmp_request *req, json_t *args, struct error **errp)
+json_t *qmp_query_snapshots(struct qmp_request *req, struct error **errp)
 {
-    (void)args;
-    return vm_snapshot_query(qmp_request_machine(req), errp);
+    struct machine *m = qmp_request_machine(req);
+    if (!m) {
+        error_setg(errp, "This monitor has no machine");
+        return NULL;
+    }
+    return vm_snapshot_query(m, errp);
 }
-
-const struct qmp_command qmp_snapshot_commands[] = {
-        {"savevm", qmp_savevm},
-        {"loadvm", qmp_loadvm},
-        {"delvm", qmp_delvm},
-        {"snapshot-save", qmp_snapshot_save},
-        {"snapshot-load", qmp_snapshot_load},
-        {"snapshot-delete", qmp_snapshot_delete},
-        {"query-snapshots", qmp_query_snapshots},
-        {NULL, NULL},
-};
 
 /* ---- HMP ---- */
 
 static json_t *hmp_call(struct qmp_request *req, enum snapshot_op op, const char *tag, bool replace,
                         struct error **errp)
 {
-    json_t *args = json_pack("{s:s}", "tag", tag);
-    if (!args) {
-        error_setg(errp, "the tag is not valid UTF-8");
-        return NULL;
-    }
-    struct snapshot_call *call = call_new(req, op, SNAPSHOT_API_SEED, args, errp);
-    json_decref(args);
+    struct snapshot_call *call = call_new(req, op, SNAPSHOT_API_SEED, tag, NULL, NULL, errp);
     if (call) {
         call->hmp = true;
         call->req.replace = replace;
@@ -442,6 +463,10 @@ static void format_row(json_t *snap, struct byte_buf *text)
 static json_t *hmp_info_snapshots(struct qmp_request *req, const char *args, struct error **errp)
 {
     (void)args;
+    if (!qmp_request_machine(req)) {
+        error_setg(errp, "This monitor has no machine");
+        return NULL;
+    }
     json_t *list = vm_snapshot_query(qmp_request_machine(req), errp);
     if (!list) {
         return NULL;

@@ -1,5 +1,5 @@
 /*
- * The QMP schema at run time: loaded from the JSON that gen-schema.py
+ * The QMP schema at run time: loaded from the JSON that qapi-gen.py
  * embedded into the binary, it validates command arguments, return values
  * and event data, and renders itself as QEMU's introspection format
  * (SchemaInfo) for query-qmp-schema.  Internal to src/monitor.
