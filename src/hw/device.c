@@ -32,6 +32,22 @@ void device_save(struct device *dev, struct byte_buf *out)
     }
 }
 
+int device_check(struct device *dev, const void *data, size_t len, struct error **errp)
+{
+    if (!dev->ops->check) {
+        if (len && !dev->ops->load) {
+            error_setg(errp, "device '%s': unexpected state (%zu bytes)", dev->id, len);
+            return -1;
+        }
+        return 0;
+    }
+    if (dev->ops->check(dev, data, len, errp) < 0) {
+        error_prepend(errp, "device '%s'", dev->id);
+        return -1;
+    }
+    return 0;
+}
+
 int device_load(struct device *dev, const void *data, size_t len, struct error **errp)
 {
     if (!dev->ops->load) {

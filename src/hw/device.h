@@ -28,7 +28,14 @@ struct device_ops {
     void (*reset)(struct device *dev);
     /* Append the state to `out`; called with all vCPUs paused. */
     void (*save)(struct device *dev, struct byte_buf *out);
-    /* Replace the state from a record written by save(); checks every length. */
+    /*
+     * Loading is split so that a whole-VM load can refuse a bad record
+     * before it changes anything: check() parses and validates a record
+     * written by save() (every length, every field) and changes nothing;
+     * load() replaces the state from a record that check() accepted, and
+     * then cannot fail (it parses the same bytes the same way).
+     */
+    int (*check)(struct device *dev, const void *data, size_t len, struct error **errp);
     int (*load)(struct device *dev, const void *data, size_t len, struct error **errp);
     void (*free)(struct device *dev);
     /* The block node behind the device (NULL or absent: none). */
@@ -61,6 +68,8 @@ uint32_t device_state_version(const struct device *dev);
 /* The block node a device is backed by (a virtio-blk drive), or NULL. */
 struct block_node *device_block_node(const struct device *dev);
 void device_save(struct device *dev, struct byte_buf *out);
+/* check: no side effects; load: only after check accepted the same record. */
+int device_check(struct device *dev, const void *data, size_t len, struct error **errp);
 int device_load(struct device *dev, const void *data, size_t len, struct error **errp);
 void device_reset(struct device *dev);
 

@@ -264,22 +264,38 @@ static void pci_host_save(struct device *dev, struct byte_buf *out)
     pthread_mutex_unlock(&bus->lock);
 }
 
+/* Parse a record: the address register and the host bridge's configuration space. */
+static int pci_host_parse(const void *data, size_t len, uint32_t *addr, uint8_t *config,
+                          struct error **errp)
+{
+    struct byte_reader r;
+    reader_init(&r, data, len);
+    *addr = reader_u32(&r);
+    reader_get(&r, config, PCI_CONFIG_SIZE);
+    return reader_finish(&r, "pci-host state", errp);
+}
+
+static int pci_host_check(struct device *dev, const void *data, size_t len, struct error **errp)
+{
+    (void)dev;
+    uint32_t addr;
+    uint8_t config[PCI_CONFIG_SIZE];
+    return pci_host_parse(data, len, &addr, config, errp);
+}
+
 static int pci_host_load(struct device *dev, const void *data, size_t len, struct error **errp)
 {
     struct pci_bus *bus = (struct pci_bus *)dev;
-    struct byte_reader r;
-    reader_init(&r, data, len);
-    pthread_mutex_lock(&bus->lock);
-    uint32_t addr = reader_u32(&r);
-    struct pci_device tmp = bus->host;
-    pci_config_load(&tmp, &r);
-    int rc = reader_finish(&r, "pci-host state", errp);
-    if (rc == 0) {
-        bus->config_addr = addr;
-        bus->host = tmp;
+    uint32_t addr;
+    uint8_t config[PCI_CONFIG_SIZE];
+    if (pci_host_parse(data, len, &addr, config, errp) < 0) {
+        return -1;
     }
+    pthread_mutex_lock(&bus->lock);
+    bus->config_addr = addr;
+    memcpy(bus->host.config, config, sizeof(config));
     pthread_mutex_unlock(&bus->lock);
-    return rc;
+    return 0;
 }
 
 static void pci_host_reset(struct device *dev)
@@ -302,6 +318,7 @@ static const struct device_ops pci_host_ops = {
         .version = 1,
         .reset = pci_host_reset,
         .save = pci_host_save,
+        .check = pci_host_check,
         .load = pci_host_load,
         .free = pci_host_free,
 };

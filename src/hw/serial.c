@@ -321,31 +321,44 @@ static void serial_save(struct device *dev, struct byte_buf *out)
     pthread_mutex_unlock(&s->lock);
 }
 
+/* Parse a record into `r`: every length and the FIFO count checked; nothing else touched. */
+static int serial_parse(const void *data, size_t len, struct serial_regs *r, struct error **errp)
+{
+    struct byte_reader rd;
+    serial_regs_reset(r);
+    reader_init(&rd, data, len);
+    r->ier = reader_u8(&rd);
+    r->lcr = reader_u8(&rd);
+    r->mcr = reader_u8(&rd);
+    r->lsr = reader_u8(&rd);
+    r->msr = reader_u8(&rd);
+    r->scr = reader_u8(&rd);
+    r->dll = reader_u8(&rd);
+    r->dlm = reader_u8(&rd);
+    r->fcr = reader_u8(&rd);
+    r->thre_pending = reader_u8(&rd) != 0;
+    uint8_t count = reader_u8(&rd);
+    if (!rd.overrun && count > rx_capacity(r)) {
+        error_setg(errp, "receive FIFO holds %u bytes, more than its %u", count, rx_capacity(r));
+        return -1;
+    }
+    reader_get(&rd, r->rx, count);
+    r->rx_count = count;
+    return reader_finish(&rd, "serial state", errp);
+}
+
+static int serial_check(struct device *dev, const void *data, size_t len, struct error **errp)
+{
+    (void)dev;
+    struct serial_regs r;
+    return serial_parse(data, len, &r, errp);
+}
+
 static int serial_load(struct device *dev, const void *data, size_t len, struct error **errp)
 {
     struct serial *s = to_serial(dev);
     struct serial_regs r;
-    struct byte_reader rd;
-    serial_regs_reset(&r);
-    reader_init(&rd, data, len);
-    r.ier = reader_u8(&rd);
-    r.lcr = reader_u8(&rd);
-    r.mcr = reader_u8(&rd);
-    r.lsr = reader_u8(&rd);
-    r.msr = reader_u8(&rd);
-    r.scr = reader_u8(&rd);
-    r.dll = reader_u8(&rd);
-    r.dlm = reader_u8(&rd);
-    r.fcr = reader_u8(&rd);
-    r.thre_pending = reader_u8(&rd) != 0;
-    uint8_t count = reader_u8(&rd);
-    if (count > rx_capacity(&r)) {
-        error_setg(errp, "receive FIFO holds %u bytes, more than its %u", count, rx_capacity(&r));
-        return -1;
-    }
-    reader_get(&rd, r.rx, count);
-    r.rx_count = count;
-    if (reader_finish(&rd, "serial state", errp) < 0) {
+    if (serial_parse(data, len, &r, errp) < 0) {
         return -1;
     }
     pthread_mutex_lock(&s->lock);
@@ -371,6 +384,7 @@ static const struct device_ops serial_ops = {
         .version = 1,
         .reset = serial_reset,
         .save = serial_save,
+        .check = serial_check,
         .load = serial_load,
         .free = serial_free,
 };

@@ -236,35 +236,46 @@ static void blk_save(struct device *dev, struct byte_buf *out)
     pthread_mutex_unlock(&b->vp.lock);
 }
 
-static int blk_load(struct device *dev, const void *data, size_t len, struct error **errp)
+/* Parse a record (lock held): the transport, then the capacity, which must be this disk's. */
+static int blk_parse(struct virtio_blk *b, const void *data, size_t len,
+                     struct virtio_pci_state *st, struct error **errp)
 {
-    struct virtio_blk *b = to_blk(dev);
     struct byte_reader r;
     reader_init(&r, data, len);
-    pthread_mutex_lock(&b->vp.lock);
-    /* Validate everything before changing anything: parse into a copy. */
-    struct virtio_pci saved = b->vp;
-    int rc = virtio_pci_load(&b->vp, &r, errp);
-    uint64_t length = reader_u64(&r);
-    if (rc == 0 && reader_finish(&r, "virtio-blk state", errp) < 0) {
-        rc = -1;
+    if (virtio_pci_parse(&b->vp, &r, st, errp) < 0) {
+        return -1;
     }
-    if (rc == 0 && length != block_node_length(b->node)) {
+    uint64_t length = reader_u64(&r);
+    if (reader_finish(&r, "virtio-blk state", errp) < 0) {
+        return -1;
+    }
+    if (length != block_node_length(b->node)) {
         error_setg(errp, "disk '%s' is %llu bytes, but was %llu bytes when saved",
                    block_node_name(b->node), (unsigned long long)block_node_length(b->node),
                    (unsigned long long)length);
-        rc = -1;
+        return -1;
     }
-    if (rc < 0) {
-        memcpy(b->vp.pci.config, saved.pci.config, sizeof(saved.pci.config));
-        b->vp.driver_features = saved.driver_features;
-        b->vp.device_feature_select = saved.device_feature_select;
-        b->vp.driver_feature_select = saved.driver_feature_select;
-        b->vp.status = saved.status;
-        b->vp.isr = saved.isr;
-        b->vp.queue_select = saved.queue_select;
-        memcpy(b->vp.vq, saved.vq, sizeof(saved.vq));
-        pci_set_irq(&b->vp.pci, saved.isr != 0);
+    return 0;
+}
+
+static int blk_check(struct device *dev, const void *data, size_t len, struct error **errp)
+{
+    struct virtio_blk *b = to_blk(dev);
+    struct virtio_pci_state st;
+    pthread_mutex_lock(&b->vp.lock);
+    int rc = blk_parse(b, data, len, &st, errp);
+    pthread_mutex_unlock(&b->vp.lock);
+    return rc;
+}
+
+static int blk_load(struct device *dev, const void *data, size_t len, struct error **errp)
+{
+    struct virtio_blk *b = to_blk(dev);
+    struct virtio_pci_state st;
+    pthread_mutex_lock(&b->vp.lock);
+    int rc = blk_parse(b, data, len, &st, errp);
+    if (rc == 0) {
+        virtio_pci_apply(&b->vp, &st);
     }
     pthread_mutex_unlock(&b->vp.lock);
     return rc;
@@ -292,6 +303,7 @@ static const struct device_ops blk_ops = {
         .version = 1,
         .reset = blk_reset,
         .save = blk_save,
+        .check = blk_check,
         .load = blk_load,
         .free = blk_free,
         .block_node = blk_node,

@@ -368,34 +368,34 @@ void virtio_pci_save(struct virtio_pci *vp, struct byte_buf *out)
     }
 }
 
-int virtio_pci_load(struct virtio_pci *vp, struct byte_reader *r, struct error **errp)
+int virtio_pci_parse(const struct virtio_pci *vp, struct byte_reader *r,
+                     struct virtio_pci_state *st, struct error **errp)
 {
-    struct pci_device pci = vp->pci;
-    pci_config_load(&pci, r);
-    uint64_t driver_features = reader_u64(r);
-    uint32_t dfsel = reader_u32(r);
-    uint32_t gfsel = reader_u32(r);
-    uint8_t status = reader_u8(r);
-    uint8_t isr = reader_u8(r);
-    uint16_t qsel = reader_u16(r);
+    memset(st, 0, sizeof(*st));
+    reader_get(r, st->config, sizeof(st->config));
+    st->driver_features = reader_u64(r);
+    st->device_feature_select = reader_u32(r);
+    st->driver_feature_select = reader_u32(r);
+    st->status = reader_u8(r);
+    st->isr = reader_u8(r);
+    st->queue_select = reader_u16(r);
     uint16_t nq = reader_u16(r);
     if (!r->overrun && nq != vp->num_queues) {
         error_setg(errp, "saved with %u queues, this device has %u", nq, vp->num_queues);
         return -1;
     }
-    struct virtq vq[VIRTIO_MAX_QUEUES];
-    memset(vq, 0, sizeof(vq));
     for (unsigned i = 0; i < vp->num_queues && !r->overrun; i++) {
-        vq[i].size = reader_u16(r);
-        vq[i].enabled = reader_u8(r) != 0;
-        vq[i].desc = reader_u64(r);
-        vq[i].avail = reader_u64(r);
-        vq[i].used = reader_u64(r);
-        vq[i].last_avail = reader_u16(r);
-        vq[i].used_idx = reader_u16(r);
-        if (!r->overrun && (vq[i].size > vp->queue_max || (vq[i].size & (vq[i].size - 1)))) {
-            error_setg(errp, "queue %u: size %u is invalid (maximum %u)", i, vq[i].size,
-                       vp->queue_max);
+        struct virtq *q = &st->vq[i];
+        q->size = reader_u16(r);
+        q->enabled = reader_u8(r) != 0;
+        q->desc = reader_u64(r);
+        q->avail = reader_u64(r);
+        q->used = reader_u64(r);
+        q->last_avail = reader_u16(r);
+        q->used_idx = reader_u16(r);
+        if (!r->overrun && (q->size > vp->queue_max || (q->size & (q->size - 1)))) {
+            error_setg(errp, "queue %u: size %u is invalid (a power of two, at most %u)", i,
+                       q->size, vp->queue_max);
             return -1;
         }
     }
@@ -403,14 +403,28 @@ int virtio_pci_load(struct virtio_pci *vp, struct byte_reader *r, struct error *
         error_setg(errp, "virtio transport state is truncated");
         return -1;
     }
-    memcpy(vp->pci.config, pci.config, sizeof(pci.config));
-    vp->driver_features = driver_features;
-    vp->device_feature_select = dfsel;
-    vp->driver_feature_select = gfsel;
-    vp->status = status;
-    vp->isr = isr;
-    vp->queue_select = qsel;
-    memcpy(vp->vq, vq, sizeof(vq));
-    pci_set_irq(&vp->pci, isr != 0);
+    return 0;
+}
+
+void virtio_pci_apply(struct virtio_pci *vp, const struct virtio_pci_state *st)
+{
+    memcpy(vp->pci.config, st->config, sizeof(st->config));
+    vp->driver_features = st->driver_features;
+    vp->device_feature_select = st->device_feature_select;
+    vp->driver_feature_select = st->driver_feature_select;
+    vp->status = st->status;
+    vp->isr = st->isr;
+    vp->queue_select = st->queue_select;
+    memcpy(vp->vq, st->vq, sizeof(st->vq));
+    pci_set_irq(&vp->pci, st->isr != 0);
+}
+
+int virtio_pci_load(struct virtio_pci *vp, struct byte_reader *r, struct error **errp)
+{
+    struct virtio_pci_state st;
+    if (virtio_pci_parse(vp, r, &st, errp) < 0) {
+        return -1;
+    }
+    virtio_pci_apply(vp, &st);
     return 0;
 }

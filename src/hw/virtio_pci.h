@@ -66,8 +66,28 @@ void virtio_pci_notify_used(struct virtio_pci *vp, unsigned q);
 void virtio_pci_needs_reset(struct virtio_pci *vp, const char *why);
 /* Transport reset (lock held by the caller or not yet shared). */
 void virtio_pci_reset(struct virtio_pci *vp);
-/* Transport state: the PCI configuration, the registers, every queue. */
+/*
+ * Transport state: the PCI configuration, the registers, every queue.
+ * Loading is parse (checks everything against this transport, changes
+ * nothing) then apply (cannot fail), so that a device can refuse a record
+ * before it touches anything.
+ */
+struct virtio_pci_state {
+    uint8_t config[PCI_CONFIG_SIZE];
+    uint64_t driver_features;
+    uint32_t device_feature_select;
+    uint32_t driver_feature_select;
+    uint8_t status;
+    uint8_t isr;
+    uint16_t queue_select;
+    struct virtq vq[VIRTIO_MAX_QUEUES];
+};
 void virtio_pci_save(struct virtio_pci *vp, struct byte_buf *out);
+int virtio_pci_parse(const struct virtio_pci *vp, struct byte_reader *r,
+                     struct virtio_pci_state *st, struct error **errp);
+/* Lock held. */
+void virtio_pci_apply(struct virtio_pci *vp, const struct virtio_pci_state *st);
+/* parse + apply: on an error nothing changed. */
 int virtio_pci_load(struct virtio_pci *vp, struct byte_reader *r, struct error **errp);
 /* The BAR handler (exposed for unit tests). */
 void virtio_pci_bar_io(struct pci_device *pd, int bar, uint64_t offset, uint8_t *data, uint32_t len,

@@ -152,6 +152,14 @@ void machine_dirty_log_stop(struct machine *m);
  * the vCPUs' pending events are applied last, against restored LAPICs.
  */
 int vcpu_state_save(struct machine *m, int index, struct byte_buf *out, struct error **errp);
+/*
+ * The checks of a load without its side effects (every section present
+ * once, with this host's size): a whole-VM load runs them on every record
+ * before it changes anything.
+ */
+int vcpu_state_check(struct machine *m, int index, const void *data, size_t len,
+                     struct error **errp);
+int vm_state_check(struct machine *m, const void *data, size_t len, struct error **errp);
 int vcpu_state_load(struct machine *m, int index, const void *data, size_t len,
                     struct error **errp);
 int vm_state_save(struct machine *m, struct byte_buf *out, struct error **errp);

@@ -302,17 +302,10 @@ static int set_msrs(struct vcpu *v, const uint8_t *data, uint32_t len, const cha
     return rc;
 }
 
-int vcpu_state_load(struct machine *m, int index, const void *data, size_t len, struct error **errp)
+/* Split a vCPU record and check every section's size: no side effects. */
+static int parse_vcpu(struct machine *m, const void *data, size_t len, const char *what,
+                      const uint8_t **p, uint32_t *n, struct error **errp)
 {
-    char what[32];
-    snprintf(what, sizeof(what), "vcpu%d", index);
-    if (index < 0 || index >= m->nr_vcpus) {
-        error_setg(errp, "%s: no such vCPU (the machine has %d)", what, m->nr_vcpus);
-        return -1;
-    }
-    struct vcpu *v = &m->vcpus[index];
-    const uint8_t *p[SEC_VCPU_MAX];
-    uint32_t n[SEC_VCPU_MAX];
     if (split_sections(data, len, what, vcpu_section_names, SEC_VCPU_MAX, p, n, errp) < 0) {
         return -1;
     }
@@ -327,6 +320,45 @@ int vcpu_state_load(struct machine *m, int index, const void *data, size_t len, 
         check_size(what, "TSC_DEADLINE", n[SEC_TSC_DEADLINE], sizeof(struct kvm_msr_entry), errp)) {
         return -1;
     }
+    if (n[SEC_MSRS] % sizeof(struct kvm_msr_entry)) {
+        error_setg(errp, "%s: section MSRS has %u bytes, not a whole number of entries", what,
+                   n[SEC_MSRS]);
+        return -1;
+    }
+    return 0;
+}
+
+static int vcpu_what(struct machine *m, int index, char *what, size_t len, struct error **errp)
+{
+    snprintf(what, len, "vcpu%d", index);
+    if (index < 0 || index >= m->nr_vcpus) {
+        error_setg(errp, "%s: no such vCPU (the machine has %d)", what, m->nr_vcpus);
+        return -1;
+    }
+    return 0;
+}
+
+int vcpu_state_check(struct machine *m, int index, const void *data, size_t len,
+                     struct error **errp)
+{
+    char what[32];
+    const uint8_t *p[SEC_VCPU_MAX];
+    uint32_t n[SEC_VCPU_MAX];
+    return vcpu_what(m, index, what, sizeof(what), errp) < 0
+                   ? -1
+                   : parse_vcpu(m, data, len, what, p, n, errp);
+}
+
+int vcpu_state_load(struct machine *m, int index, const void *data, size_t len, struct error **errp)
+{
+    char what[32];
+    const uint8_t *p[SEC_VCPU_MAX];
+    uint32_t n[SEC_VCPU_MAX];
+    if (vcpu_what(m, index, what, sizeof(what), errp) < 0 ||
+        parse_vcpu(m, data, len, what, p, n, errp) < 0) {
+        return -1;
+    }
+    struct vcpu *v = &m->vcpus[index];
     /* Copies: the record may be unaligned, and the ioctls take non-const. */
     struct kvm_sregs sregs;
     struct kvm_regs regs;
@@ -443,11 +475,11 @@ int vm_state_save(struct machine *m, struct byte_buf *out, struct error **errp)
     return 0;
 }
 
-int vm_state_load(struct machine *m, const void *data, size_t len, struct error **errp)
+/* Split the VM-wide record and check every section: no side effects. */
+static int parse_vm(const void *data, size_t len, const uint8_t **p, uint32_t *n,
+                    struct error **errp)
 {
     const char *what = "vm";
-    const uint8_t *p[SEC_VM_MAX];
-    uint32_t n[SEC_VM_MAX];
     if (split_sections(data, len, what, vm_section_names, SEC_VM_MAX, p, n, errp) < 0) {
         return -1;
     }
@@ -459,17 +491,40 @@ int vm_state_load(struct machine *m, const void *data, size_t len, struct error 
         check_size(what, "VM_CLOCK", n[SEC_VM_CLOCK], sizeof(uint64_t), errp)) {
         return -1;
     }
+    static const int chips[3] = {SEC_PIC_MASTER, SEC_PIC_SLAVE, SEC_IOAPIC};
+    for (int i = 0; i < 3; i++) {
+        struct kvm_irqchip chip;
+        memcpy(&chip, p[chips[i]], sizeof(chip));
+        if (chip.chip_id != (uint32_t)i) {
+            error_setg(errp, "%s: section %s is for irqchip %u", what, vm_section_names[chips[i]],
+                       chip.chip_id);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int vm_state_check(struct machine *m, const void *data, size_t len, struct error **errp)
+{
+    (void)m;
+    const uint8_t *p[SEC_VM_MAX];
+    uint32_t n[SEC_VM_MAX];
+    return parse_vm(data, len, p, n, errp);
+}
+
+int vm_state_load(struct machine *m, const void *data, size_t len, struct error **errp)
+{
+    const uint8_t *p[SEC_VM_MAX];
+    uint32_t n[SEC_VM_MAX];
+    if (parse_vm(data, len, p, n, errp) < 0) {
+        return -1;
+    }
     /* The interrupt controllers first: the PIT, restored next, starts
      * counting at once and delivers IRQ 0 into whatever PIC state is there. */
     static const int order[3] = {SEC_PIC_MASTER, SEC_PIC_SLAVE, SEC_IOAPIC};
     for (int i = 0; i < 3; i++) {
         struct kvm_irqchip chip;
         memcpy(&chip, p[order[i]], sizeof(chip));
-        if (chip.chip_id != (uint32_t)i) {
-            error_setg(errp, "%s: section %s is for irqchip %u", what, vm_section_names[order[i]],
-                       chip.chip_id);
-            return -1;
-        }
         if (vm_ioctl(m, KVM_SET_IRQCHIP, "KVM_SET_IRQCHIP", &chip, errp) < 0) {
             return -1;
         }

@@ -94,6 +94,39 @@ static bool machine_has_record(struct machine *m, const char *id)
     return false;
 }
 
+/*
+ * Every record's content, parsed the way its loader will parse it, with no
+ * side effects: what a loader would refuse while applying (a FIFO count
+ * beyond the FIFO, a queue size that is no power of two, a truncated vCPU
+ * section) is refused here, before anything changes.
+ */
+static int check_contents(struct machine *m, const struct vmstate_record *records, size_t count,
+                          const char *where, struct error **errp)
+{
+    const struct vmstate_record *r = vmstate_record_find(records, count, KVM_RECORD_ID);
+    if (vm_state_check(m, r->data, r->len, errp) < 0) {
+        error_prepend(errp, "%s: the VM-wide KVM state ('%s') is refused", where, KVM_RECORD_ID);
+        return -1;
+    }
+    for (struct device *d = machine_next_device(m, NULL); d; d = machine_next_device(m, d)) {
+        r = vmstate_record_find(records, count, device_id(d));
+        if (device_check(d, r->data, r->len, errp) < 0) {
+            error_prepend(errp, "%s: the state of device '%s' is refused", where, device_id(d));
+            return -1;
+        }
+    }
+    for (int i = 0; i < machine_vcpu_count(m); i++) {
+        char id[32];
+        cpu_record_id(id, sizeof(id), i);
+        r = vmstate_record_find(records, count, id);
+        if (vcpu_state_check(m, i, r->data, r->len, errp) < 0) {
+            error_prepend(errp, "%s: the state of vCPU %d ('%s') is refused", where, i, id);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int devstate_check(struct machine *m, const struct vmstate_record *records, size_t count,
                    const char *where, struct error **errp)
 {
@@ -119,7 +152,7 @@ int devstate_check(struct machine *m, const struct vmstate_record *records, size
             return -1;
         }
     }
-    return 0;
+    return check_contents(m, records, count, where, errp);
 }
 
 static int apply_records(struct machine *m, const struct vmstate_record *records, size_t count,
@@ -158,27 +191,34 @@ static int apply_records(struct machine *m, const struct vmstate_record *records
 int devstate_apply(struct machine *m, const struct vmstate_record *records, size_t count,
                    struct error **errp)
 {
-    /*
-     * A record can still be refused while it is applied (a device checks
-     * its own fields).  Keep the current state so that a refusal leaves the
-     * VM exactly as it was.
-     */
-    struct byte_buf backup;
-    buf_init(&backup);
-    struct vmstate_record *saved = NULL;
-    size_t saved_count = 0;
-    int rc = -1;
-    if (devstate_capture(m, &backup, errp) < 0 ||
-        vmstate_records_parse(backup.data, backup.len, &saved, &saved_count, "current state",
-                              errp) < 0) {
-        goto out;
+    return apply_records(m, records, count, errp);
+}
+
+int devstate_backup_take(struct machine *m, struct devstate_backup *b, struct error **errp)
+{
+    memset(b, 0, sizeof(*b));
+    buf_init(&b->section);
+    if (devstate_capture(m, &b->section, errp) < 0 ||
+        vmstate_records_parse(b->section.data, b->section.len, &b->records, &b->count,
+                              "the current state", errp) < 0) {
+        devstate_backup_free(b);
+        return -1;
     }
-    rc = apply_records(m, records, count, errp);
-    if (rc < 0) {
-        apply_records(m, saved, saved_count, NULL);
+    return 0;
+}
+
+int devstate_backup_restore(struct machine *m, struct devstate_backup *b, struct error **errp)
+{
+    if (apply_records(m, b->records, b->count, errp) < 0) {
+        error_prepend(errp, "putting the VM's own state back");
+        return -1;
     }
-out:
-    free(saved);
-    buf_free(&backup);
-    return rc;
+    return 0;
+}
+
+void devstate_backup_free(struct devstate_backup *b)
+{
+    free(b->records);
+    b->records = NULL;
+    buf_free(&b->section);
 }

@@ -24,14 +24,29 @@ int devstate_capture(struct machine *m, struct byte_buf *section, struct error *
 
 /*
  * Check that `records` fit this machine: a record for every vCPU and device,
- * none for anything else, the same record versions.  `where` names the
- * snapshot.
+ * none for anything else, the same record versions, and every record's
+ * content as its loader will parse it (device_check, vcpu_state_check,
+ * vm_state_check).  No side effects.  `where` names the snapshot.
  */
 int devstate_check(struct machine *m, const struct vmstate_record *records, size_t count,
                    const char *where, struct error **errp);
 
-/* Apply checked records to a paused machine. */
+/*
+ * Apply checked records to a paused machine, in the order machine.h
+ * prescribes.  Only KVM can still refuse something (an ioctl); the state
+ * is then partly applied: put the backup back.
+ */
 int devstate_apply(struct machine *m, const struct vmstate_record *records, size_t count,
                    struct error **errp);
+
+/* The machine's own state, taken before a load applies anything, to undo it. */
+struct devstate_backup {
+    struct byte_buf section;
+    struct vmstate_record *records;
+    size_t count;
+};
+int devstate_backup_take(struct machine *m, struct devstate_backup *b, struct error **errp);
+int devstate_backup_restore(struct machine *m, struct devstate_backup *b, struct error **errp);
+void devstate_backup_free(struct devstate_backup *b);
 
 #endif

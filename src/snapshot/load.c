@@ -1,10 +1,14 @@
 /*
- * Whole-VM load: find and check the vmstate (header, CRCs, every device
- * record) before anything is touched, then with the guest paused revert
- * the disks, restore RAM and apply the device and vCPU state.
+ * Whole-VM load, all-or-nothing: find the vmstate and check all of it
+ * (header, CRCs, and every record -- each vCPU, the VM-wide KVM state,
+ * each device -- parsed as its loader will parse it) while the guest runs
+ * and before anything is touched; then, with the guest paused, stage RAM,
+ * prepare every disk's revert, apply the state, commit the disks and put
+ * RAM in place (apply_snapshot says how each failure is undone).
  */
 #include "snapshot/snapshot.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +19,7 @@
 #include "snapshot/ram.h"
 #include "snapshot/restore.h"
 #include "snapshot/snapshot-int.h"
+#include "util/log.h"
 
 int require_tag_everywhere(const struct snapshot_targets *t, const char *tag, struct error **errp)
 {
@@ -122,32 +127,121 @@ int read_and_check_vmstate(struct load_ctx *ctx, struct error **errp)
 }
 
 /*
- * The destructive part, with the guest paused.  Disks first: a goto that
- * fails on the first node has changed nothing.  Then RAM, then the devices
- * and vCPUs, whose records were fully checked beforehand.
+ * The part with the guest paused, all-or-nothing:
+ *
+ *   1. stage RAM beside guest RAM (every read that can fail);
+ *   2. prepare every node's revert (block_snapshot_goto_prepare);
+ *   3. apply the KVM, device and vCPU state, whose records were all checked
+ *      before the pause (only KVM can still refuse one: the VM's own state,
+ *      taken just before, is put back);
+ *   4. commit every node -- the commit point of the disks;
+ *   5. put the staged RAM in place (no I/O);
+ *   6. finish every node (frees what the old disk state held; cannot fail).
+ *
+ * A failure in 1-5 undoes everything done so far (an abort re-points a
+ * committed node at its old tables), so the guest goes on as it was.  Only
+ * an undo that fails itself (an abort's header write, KVM refusing the
+ * VM's own state), or step 5 after its first change, leaves the VM changed
+ * in part: *half_loaded is then set, and the VM stays stopped (QEMU's rule,
+ * docs/snapshots.md).
  */
+/* "first error (and then: note)": the first failure stays the headline. */
+static void append_note(struct error **errp, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
+
+static void append_note(struct error **errp, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *note = NULL;
+    if (vasprintf(&note, fmt, ap) < 0) {
+        abort();
+    }
+    va_end(ap);
+    char *joined = NULL;
+    if (asprintf(&joined, "%s (and then: %s)", (*errp)->message, note) < 0) {
+        abort();
+    }
+    free(note);
+    free((*errp)->message);
+    (*errp)->message = joined;
+}
+
 static int apply_snapshot(struct load_ctx *ctx, const struct snapshot_progress *progress,
-                          bool *changed, struct error **errp)
+                          bool *half_loaded, struct error **errp)
 {
     const char *tag = ctx->req->tag;
-    for (size_t i = 0; i < ctx->targets.count; i++) {
-        *changed = i > 0;
-        if (block_snapshot_goto(ctx->targets.nodes[i], tag, errp) < 0) {
-            error_prepend(errp, "reverting node '%s' to snapshot '%s'%s",
-                          block_node_name(ctx->targets.nodes[i]), tag,
-                          i ? " (earlier nodes were already reverted)" : "");
-            return -1;
-        }
-    }
-    *changed = true;
+    struct snapshot_targets *t = &ctx->targets;
+    struct block_txn *txn[SNAPSHOT_MAX_NODES] = {0};
+    struct devstate_backup backup = {0};
+    bool applied = false;
+    struct ram_stage stage;
     uint64_t ram_size;
     machine_ram(ctx->m, &ram_size);
     progress_total(progress, ram_size);
-    if (restore_ram(ctx->m, ctx->vmstate, tag, ctx->vm_info.id, ctx->header.ram_offset, errp) < 0) {
+    if (restore_stage(ctx->m, ctx->vmstate, tag, ctx->vm_info.id, ctx->header.ram_offset, &stage,
+                      errp) < 0) {
         return -1;
     }
+    for (size_t i = 0; i < t->count; i++) {
+        if (block_snapshot_goto_prepare(t->nodes[i], tag, &txn[i], errp) < 0) {
+            error_prepend(errp, "reverting node '%s' to snapshot '%s'",
+                          block_node_name(t->nodes[i]), tag);
+            goto undo;
+        }
+    }
+    if (devstate_backup_take(ctx->m, &backup, errp) < 0) {
+        goto undo;
+    }
+    applied = true;
+    if (devstate_apply(ctx->m, ctx->records, ctx->record_count, errp) < 0) {
+        goto undo;
+    }
+    for (size_t i = 0; i < t->count; i++) {
+        if (block_snapshot_txn_commit(txn[i], errp) < 0) {
+            error_prepend(errp, "reverting node '%s' to snapshot '%s'",
+                          block_node_name(t->nodes[i]), tag);
+            goto undo;
+        }
+    }
+    if (restore_commit(ctx->m, &stage, errp) < 0) {
+        /* Guest RAM is neither the old nor the new: nothing to go back to. */
+        *half_loaded = true;
+        goto undo;
+    }
     progress_advance(progress, ram_size);
-    return devstate_apply(ctx->m, ctx->records, ctx->record_count, errp);
+    for (size_t i = 0; i < t->count; i++) {
+        block_snapshot_txn_finish(txn[i]);
+    }
+    devstate_backup_free(&backup);
+    restore_stage_free(&stage);
+    return 0;
+
+undo:
+    /* Every later undo still runs when one fails: as little as possible stays changed. */
+    for (size_t i = 0; i < t->count; i++) {
+        struct error *err = NULL;
+        if (txn[i] && block_snapshot_txn_abort(txn[i], &err) < 0) {
+            log_error("loadvm: undoing the revert of node '%s': %s", block_node_name(t->nodes[i]),
+                      err->message);
+            append_note(errp, "node '%s' could not be put back either: %s",
+                        block_node_name(t->nodes[i]), err->message);
+            error_free(err);
+            *half_loaded = true;
+        }
+    }
+    if (applied) {
+        struct error *err = NULL;
+        if (devstate_backup_restore(ctx->m, &backup, &err) < 0) {
+            log_error("loadvm: %s", err->message);
+            append_note(errp, "%s", err->message);
+            error_free(err);
+            *half_loaded = true;
+        }
+    }
+    devstate_backup_free(&backup);
+    restore_stage_free(&stage);
+    return -1;
 }
 
 int vm_snapshot_load(struct machine *m, const struct snapshot_request *req,
@@ -165,10 +259,14 @@ int vm_snapshot_load(struct machine *m, const struct snapshot_request *req,
     if (machine_snapshot_pause(m, RUN_STATE_RESTORE_VM, errp) < 0) {
         goto out;
     }
-    bool changed = false;
+    bool half_loaded = false;
     struct error *err = NULL;
-    rc = apply_snapshot(&ctx, progress, &changed, &err);
-    machine_snapshot_resume(m, rc < 0 && changed ? err->message : NULL);
+    rc = apply_snapshot(&ctx, progress, &half_loaded, &err);
+    if (rc < 0 && half_loaded) {
+        error_prepend(&err, "the VM is stopped, half-loaded (load a snapshot again, or "
+                            "system_reset it, then cont)");
+    }
+    machine_snapshot_resume(m, half_loaded ? err->message : NULL);
     if (rc < 0) {
         error_propagate(errp, err);
     }

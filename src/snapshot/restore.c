@@ -1,7 +1,8 @@
 /*
- * Instant restore (see restore.h): mapping a snapshot's RAM clusters into
- * guest memory, and turning them into private memory before the snapshot
- * can go away.
+ * Instant restore (see restore.h): staging a snapshot's RAM beside guest
+ * memory (a plan of the clusters to map, and everything that must be read,
+ * read into a staging area), putting it in place, and turning mapped pages
+ * into private memory before the snapshot can go away.
  */
 #include "snapshot/restore.h"
 
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include "block/block.h"
 #include "machine/machine.h"
@@ -122,69 +124,179 @@ static void mapping_add(struct ram_mapping *map, uint64_t offset, uint64_t len)
     map->nr_ranges++;
 }
 
-/* One extent of the RAM section into guest RAM at `ram + offset`. */
-static int restore_extent(struct block_node *node, const char *tag, const struct block_extent *e,
-                          uint8_t *ram, uint64_t offset, struct ram_mapping *map,
-                          struct error **errp)
+/*
+ * Can this DATA extent be mapped straight from the image file?  A page-
+ * aligned run of clusters of at least a page can; a compressed cluster, a
+ * cluster smaller than a page, or RAM that is a shared file cannot.
+ */
+static bool extent_mappable(const struct ram_stage *st, const struct block_extent *e)
 {
-    void *at = ram + offset;
-    int fd = block_node_host_fd(node);
-    if (e->kind == BLOCK_EXTENT_ZERO) {
-        return 0; /* RAM was replaced by fresh zero pages already */
+    return st->fd >= 0 && e->kind == BLOCK_EXTENT_DATA && page_aligned(e->pos - st->ram_offset) &&
+           page_aligned(e->len) && page_aligned(e->host_offset);
+}
+
+void restore_stage_free(struct ram_stage *st)
+{
+    if (st->buf && st->buf != MAP_FAILED) {
+        munmap(st->buf, st->ram_size);
     }
-    if (e->kind == BLOCK_EXTENT_DATA && fd >= 0 && page_aligned(offset) && page_aligned(e->len) &&
-        page_aligned(e->host_offset)) {
-        if (mmap(at, e->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, fd,
-                 (off_t)e->host_offset) != MAP_FAILED) {
-            mapping_add(map, offset, e->len);
-            return 0;
-        }
-    }
-    /* Not mappable (compressed, sub-page clusters) or the mapping failed: read. */
-    if (block_snapshot_vmstate_read(node, tag, e->pos, at, e->len, errp) < 0) {
-        error_prepend(errp, "reading guest RAM at 0x%llx from node '%s'",
-                      (unsigned long long)offset, block_node_name(node));
+    st->buf = NULL;
+    free(st->extents);
+    st->extents = NULL;
+    free(st->mapped);
+    st->mapped = NULL;
+}
+
+/* Read bytes [pos, pos + len) of the vmstate into the staging buffer. */
+static int stage_read(struct ram_stage *st, uint64_t pos, uint64_t len, struct error **errp)
+{
+    uint64_t off = pos - st->ram_offset;
+    if (block_snapshot_vmstate_read(st->node, st->tag, pos, st->buf + off, len, errp) < 0) {
+        error_prepend(errp, "reading guest RAM at 0x%llx from node '%s'", (unsigned long long)off,
+                      block_node_name(st->node));
         return -1;
     }
     return 0;
 }
 
-static int restore_ram_locked(struct machine *m, struct ram_mapping *map, struct block_node *node,
-                              const char *tag, const char *id, uint8_t *ram, uint64_t ram_size,
-                              uint64_t ram_offset, struct error **errp)
+/* The mapping plan, with every extent read that cannot be mapped. */
+static int stage_extents(struct ram_stage *st, struct error **errp)
 {
-    /* Whatever was mapped before is about to be replaced entirely. */
+    struct stat sb;
+    if (fstat(st->fd, &sb) < 0) {
+        error_setg_errno(errp, errno, "node '%s': cannot stat the image file",
+                         block_node_name(st->node));
+        return -1;
+    }
+    st->mapped = calloc(st->count ? st->count : 1, sizeof(*st->mapped));
+    if (!st->mapped) {
+        abort();
+    }
+    for (size_t i = 0; i < st->count; i++) {
+        const struct block_extent *e = &st->extents[i];
+        if (e->kind == BLOCK_EXTENT_ZERO) {
+            continue;
+        }
+        /*
+         * A mapped page past the end of the file would fault (SIGBUS, or
+         * a vCPU stuck on a page KVM cannot fill) only when the guest
+         * touches it: refuse such an image now, before anything changes.
+         */
+        if (e->kind == BLOCK_EXTENT_DATA && (e->host_offset > (uint64_t)sb.st_size ||
+                                             e->len > (uint64_t)sb.st_size - e->host_offset)) {
+            error_setg(errp,
+                       "node '%s': snapshot '%s' stores guest RAM at 0x%llx at file offset "
+                       "0x%llx, past the end of the image file (%llu bytes): the image is corrupt",
+                       block_node_name(st->node), st->tag,
+                       (unsigned long long)(e->pos - st->ram_offset),
+                       (unsigned long long)e->host_offset, (unsigned long long)sb.st_size);
+            return -1;
+        }
+        if (extent_mappable(st, e)) {
+            st->mapped[i] = true;
+        } else if (stage_read(st, e->pos, e->len, errp) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int restore_stage(struct machine *m, struct block_node *node, const char *tag, const char *id,
+                  uint64_t ram_offset, struct ram_stage *st, struct error **errp)
+{
+    memset(st, 0, sizeof(*st));
+    machine_ram(m, &st->ram_size);
+    st->node = node;
+    st->tag = tag;
+    snprintf(st->id, sizeof(st->id), "%s", id);
+    st->ram_offset = ram_offset;
+    st->fd = machine_ram_is_private(m) ? block_node_host_fd(node) : -1;
+    /*
+     * The staging area: as large as RAM, but only what is read into it
+     * takes memory (MAP_NORESERVE, untouched pages are never allocated).
+     */
+    st->buf = mmap(NULL, st->ram_size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (st->buf == MAP_FAILED) {
+        st->buf = NULL;
+        error_setg_errno(errp, errno, "cannot reserve %llu bytes to stage guest RAM",
+                         (unsigned long long)st->ram_size);
+        return -1;
+    }
+    int rc;
+    if (st->fd >= 0 &&
+        block_snapshot_vmstate_map(node, tag, ram_offset, st->ram_size, &st->extents, &st->count,
+                                   NULL) == 0 &&
+        st->count <= max_mapped_runs()) {
+        rc = stage_extents(st, errp);
+    } else {
+        /* Read it all: RAM is a shared file (-mem-path), or too many runs. */
+        free(st->extents);
+        st->extents = NULL;
+        st->count = 0;
+        st->whole = true;
+        rc = ram_load(node, tag, ram_offset, st->buf, st->ram_size, errp);
+    }
+    if (rc < 0) {
+        restore_stage_free(st);
+    }
+    return rc;
+}
+
+static int commit_locked(struct machine *m, struct ram_mapping *map, struct ram_stage *st,
+                         struct error **errp)
+{
+    uint8_t *ram = machine_ram(m, NULL);
+    /* Whatever was mapped before is replaced entirely. */
     mapping_reset(map);
-    struct block_extent *extents = NULL;
-    size_t count = 0;
-    if (!machine_ram_is_private(m) ||
-        block_snapshot_vmstate_map(node, tag, ram_offset, ram_size, &extents, &count, NULL) < 0 ||
-        count > max_mapped_runs()) {
-        free(extents);
-        return ram_load(node, tag, ram_offset, ram, ram_size, errp);
+    if (st->whole && !machine_ram_is_private(m)) {
+        memcpy(ram, st->buf, st->ram_size); /* RAM is the -mem-path file */
+        return 0;
+    }
+    if (st->whole) {
+        /* The staged pages become guest RAM as they are: no copy. */
+        if (mremap(st->buf, st->ram_size, st->ram_size, MREMAP_MAYMOVE | MREMAP_FIXED, ram) ==
+            MAP_FAILED) {
+            error_setg_errno(errp, errno, "cannot move the loaded RAM into place");
+            return -1;
+        }
+        st->buf = NULL; /* now guest RAM */
+        return 0;
     }
     /*
      * One fresh anonymous mapping over all of RAM: every page reads as zero
      * (the snapshot's zero runs need nothing more), and whatever an earlier
      * restore mapped from an image is gone in the same call.
      */
-    if (mmap(ram, ram_size, PROT_READ | PROT_WRITE,
+    if (mmap(ram, st->ram_size, PROT_READ | PROT_WRITE,
              MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) == MAP_FAILED) {
-        free(extents);
         error_setg_errno(errp, errno, "cannot replace guest RAM");
         return -1;
     }
-    int rc = 0;
-    for (size_t i = 0; i < count && rc == 0; i++) {
-        rc = restore_extent(node, tag, &extents[i], ram, extents[i].pos - ram_offset, map, errp);
+    for (size_t i = 0; i < st->count; i++) {
+        const struct block_extent *e = &st->extents[i];
+        uint64_t off = e->pos - st->ram_offset;
+        if (e->kind == BLOCK_EXTENT_ZERO) {
+            continue;
+        }
+        if (!st->mapped[i]) {
+            memcpy(ram + off, st->buf + off, e->len);
+            continue;
+        }
+        if (mmap(ram + off, e->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE,
+                 st->fd, (off_t)e->host_offset) == MAP_FAILED) {
+            error_setg_errno(errp, errno, "cannot map guest RAM at 0x%llx from node '%s'",
+                             (unsigned long long)off, block_node_name(st->node));
+            return -1;
+        }
+        mapping_add(map, off, e->len);
     }
-    free(extents);
     if (map->nr_ranges) {
-        map->node = node;
-        snprintf(map->snapshot_id, sizeof(map->snapshot_id), "%s", id);
-        log_debug("instant restore: %zu runs of snapshot %s mapped", map->nr_ranges, id);
+        map->node = st->node;
+        snprintf(map->snapshot_id, sizeof(map->snapshot_id), "%s", st->id);
+        log_debug("instant restore: %zu runs of snapshot %s mapped", map->nr_ranges, st->id);
     }
-    return rc;
+    return 0;
 }
 
 static int restore_release_locked(struct machine *m, struct ram_mapping *map,
@@ -213,14 +325,10 @@ static int restore_release_locked(struct machine *m, struct ram_mapping *map,
     return 0;
 }
 
-int restore_ram(struct machine *m, struct block_node *node, const char *tag, const char *id,
-                uint64_t ram_offset, struct error **errp)
+int restore_commit(struct machine *m, struct ram_stage *st, struct error **errp)
 {
-    uint64_t ram_size;
-    uint8_t *ram = machine_ram(m, &ram_size);
     pthread_mutex_lock(&mappings_lock);
-    int rc = restore_ram_locked(m, mapping_of(m, true), node, tag, id, ram, ram_size, ram_offset,
-                                errp);
+    int rc = commit_locked(m, mapping_of(m, true), st, errp);
     pthread_mutex_unlock(&mappings_lock);
     return rc;
 }

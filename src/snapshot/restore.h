@@ -17,19 +17,44 @@
 #ifndef SNAPVM_SNAPSHOT_RESTORE_H
 #define SNAPVM_SNAPSHOT_RESTORE_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "util/error.h"
 
+struct block_extent;
 struct block_node;
 struct machine;
 
 /*
- * Fill guest RAM (vCPUs paused) from snapshot `tag` (whose id is `id`) on
- * `node`, whose RAM section starts at vmstate position `ram_offset`.
+ * Loading RAM is two steps, so that a load can fail without touching the
+ * guest: restore_stage() does every read that can fail (the cluster map,
+ * the clusters that cannot be mapped -- or all of RAM for -mem-path --
+ * into a staging area beside guest RAM) and checks that every mapped run
+ * lies inside the image file; guest RAM is untouched.  restore_commit()
+ * then puts the staged RAM in place with mmap/mremap/memcpy and no I/O:
+ * only the kernel refusing a mapping (ENOMEM) can fail it, and guest RAM
+ * is then undefined.  restore_stage_free() in every case.
  */
-int restore_ram(struct machine *m, struct block_node *node, const char *tag, const char *id,
-                uint64_t ram_offset, struct error **errp);
+struct ram_stage {
+    struct block_node *node;
+    const char *tag;
+    char id[128];
+    uint64_t ram_offset; /* vmstate position of guest page 0 */
+    uint64_t ram_size;
+    int fd;       /* the image file to map from; -1: read everything */
+    bool whole;   /* buf holds all of RAM */
+    uint8_t *buf; /* staging area, ram_size bytes, page i at i * 4096 */
+    struct block_extent *extents;
+    size_t count;
+    bool *mapped; /* per extent: map it (else its bytes are in buf) */
+};
+
+int restore_stage(struct machine *m, struct block_node *node, const char *tag, const char *id,
+                  uint64_t ram_offset, struct ram_stage *st, struct error **errp);
+int restore_commit(struct machine *m, struct ram_stage *st, struct error **errp);
+void restore_stage_free(struct ram_stage *st);
 
 /*
  * Before snapshot `id` on `node` is deleted: if guest RAM maps its clusters,

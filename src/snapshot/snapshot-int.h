@@ -23,6 +23,37 @@ struct block_node;
 int check_tag(const char *tag, struct error **errp);
 /* Delete exactly the snapshot with this id (releasing RAM mapped from it). */
 int delete_by_id(struct machine *m, struct block_node *node, const char *id, struct error **errp);
+
+/*
+ * One snapshot operation over several nodes with qcow2's transactions
+ * (block.h): prepare every node (txn[i] for node i, NULL where nothing is
+ * done), then txn_set_commit() -- each node's commit point; a failure
+ * aborts every node, committed ones included -- then txn_set_finish().
+ * txn_set_abort() undoes everything prepared or committed.
+ */
+struct txn_set {
+    const struct snapshot_targets *t;
+    struct block_txn *txn[SNAPSHOT_MAX_NODES];
+};
+void txn_set_init(struct txn_set *s, const struct snapshot_targets *t);
+int txn_set_commit(struct txn_set *s, const char *what, struct error **errp);
+int txn_set_abort(struct txn_set *s, struct error **errp);
+void txn_set_finish(struct txn_set *s);
+
+/*
+ * Delete `tag` wherever it exists among t's nodes, all-or-nothing (found[i]:
+ * it was on node i).  Used by delete and by a replacing save.
+ */
+int delete_everywhere(struct machine *m, const struct snapshot_targets *t, const char *tag,
+                      bool *found, struct error **errp);
+/*
+ * Create snapshot `tag` on every node of t, all-or-nothing: the vmstate
+ * node's snapshot records `vm_state_size` bytes of the vmstate written so
+ * far, the others are disk-only.  On failure no node has it (and the
+ * vmstate written is still the active one: the caller discards it).
+ */
+int create_everywhere(const struct snapshot_targets *t, const char *tag, uint64_t vm_state_size,
+                      uint64_t vm_clock_ns, struct error **errp);
 json_t *node_names(const struct snapshot_targets *t);
 void progress_total(const struct snapshot_progress *p, uint64_t total);
 void progress_advance(const struct snapshot_progress *p, uint64_t bytes);

@@ -5,6 +5,7 @@ import subprocess
 
 import pytest
 
+from faultctl import FaultCtl, fault_env
 from qmp import QMPError
 from snapshot_vm import Disk, Guest, qemu_img_check, qemu_img_snapshots
 from vm import run_snapvm
@@ -241,3 +242,45 @@ def test_tags_are_checked_whole(tmp_path):
                    timeout=30)
     assert r.returncode == 1
     assert too_long in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("mem_path", [False, True], ids=["mapped", "mem-path"])
+def test_a_read_error_anywhere_in_a_load_changes_nothing(tmp_path, mem_path):
+    """An EIO at any single read of a load (the vmstate's header and
+    records, the cluster map, RAM staged beside guest RAM -- all of RAM
+    with -mem-path) fails the load and leaves the guest as it was: running,
+    its RAM and disk unchanged.  Reads past the last one: the load works."""
+    env = fault_env(tmp_path)
+    extra = ["-mem-path", str(tmp_path / "ram")] if mem_path else []
+    disks = [Disk("d0", "qcow2", "64M"), Disk("d1", "qcow2", "32M")]
+    with Guest(tmp_path, disks=disks, mem="32", extra=extra, env=env) as g:
+        ctl = FaultCtl(env["SNAPVM_FAULT_CTL"])
+        g.guest.cmd("fill 4 8")
+        g.guest.cmd("disk write 0 7 1")
+        g.qmp.cmd("savevm", tag="a")
+        saved = (g.guest.sum(), g.sector(0, 7))
+        ctl.reset()
+        g.qmp.cmd("loadvm", tag="a")
+        reads = ctl.counts()["read"]
+        assert reads > 0
+        failed = 0
+        for n in range(1, reads + 2):
+            g.resync()
+            g.guest.cmd(f"fill {10 + n} 8")
+            g.guest.cmd(f"disk write 0 7 {10 + n}")
+            before = (g.guest.sum(), g.sector(0, 7))
+            ctl.arm(f"op=read,nth={n},errno=EIO")
+            try:
+                g.qmp.cmd("loadvm", tag="a")
+                ok = True
+            except QMPError as e:
+                ok = False
+                failed += 1
+                assert "Input/output error" in e.desc, e.desc
+            ctl.disarm()
+            assert g.qmp.cmd("query-status")["status"] == "running"
+            g.resync()
+            assert (g.guest.sum(), g.sector(0, 7)) == (saved if ok else before), n
+        assert failed >= 1
+    for d in ("d0", "d1"):
+        assert qemu_img_check(str(tmp_path / f"{d}.qcow2")) == (0, 0)
