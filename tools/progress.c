@@ -30,7 +30,6 @@ struct progress {
     double last_plain;   /* last plain bytes line */
     uint64_t last_done;  /* the bytes it showed */
     bool drawn;          /* a terminal line is on screen */
-    bool seen_events;    /* JOB_STATUS_CHANGE of this job came */
     char last_event[32]; /* the status it gave last */
 };
 
@@ -133,7 +132,6 @@ static void handle_event(struct progress *p, json_t *ev, const char *id)
     const char *jid = json_string_value(json_object_get(data, "id"));
     if (name && !strcmp(name, "JOB_STATUS_CHANGE") && jid && !strcmp(jid, id)) {
         const char *status = json_string_value(json_object_get(data, "status"));
-        p->seen_events = true;
         snprintf(p->last_event, sizeof(p->last_event), "%s", status ? status : "");
         status_line(p, status);
     }
@@ -195,19 +193,20 @@ int run_job(struct ctl *ctl, const char *type, json_t *args, const char *what, j
         printf("\n");
     }
     /* The job's last events may trail the query-jobs reply that showed it
-     * concluded: wait a little for them, so plain output is complete. */
-    double until = now() + 2;
+     * concluded: plain output waits a little for them, so that it lists
+     * every status the job went through. */
     json_t *ev;
-    while (info && p.seen_events && strcmp(p.last_event, "concluded") != 0 && now() < until &&
+    while ((ev = conn_event(ctl_conn(ctl), 0))) {
+        handle_event(&p, ev, id);
+        json_decref(ev);
+    }
+    double until = now() + 2;
+    while (info && !p.quiet && !p.tty && strcmp(p.last_event, "concluded") != 0 && now() < until &&
            !conn_closed(ctl_conn(ctl))) {
         if ((ev = conn_event(ctl_conn(ctl), 100)) != NULL) {
             handle_event(&p, ev, id);
             json_decref(ev);
         }
-    }
-    while ((ev = conn_event(ctl_conn(ctl), 0))) {
-        handle_event(&p, ev, id);
-        json_decref(ev);
     }
     fflush(stdout);
     if (!info) {
