@@ -253,7 +253,7 @@ int describe_read(struct block_node *node, const char *tag, struct description *
 
 static json_t *node_json(struct block_node *n)
 {
-    return json_pack("{s:s, s:s, s:s, s:I}", "node-name", block_node_name(n), "driver",
+    return json_pack("{s:s, s:s, s:s?, s:I}", "node-name", block_node_name(n), "driver",
                      block_node_driver(n), "filename", block_node_filename(n), "virtual-size",
                      (json_int_t)block_node_length(n));
 }
