@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite: install dependencies, build, run the C unit tests and
 # the functional tests (pytest, real KVM, real qcow2 files, qemu-img as the
-# oracle).  Exits non-zero if anything fails.  With CI=true, a skipped test
-# counts as a failure (tests/functional/conftest.py enforces it per test, and
-# .ci/run double-checks the summaries).
+# oracle); then the same again against a sanitizer build (ASan + UBSan, in
+# build-asan/): the unit tests and the whole functional suite, with the tests'
+# binaries taken from it (SNAPVM_BUILD=build-asan, read by
+# tests/functional/conftest.py).  Exits non-zero if anything fails, including
+# a sanitizer report from any process (the reports go to files, so that one
+# from a process whose exit status a test does not look at is still seen).
+# With CI=true, a skipped test counts as a failure (tests/functional/
+# conftest.py enforces it per test, and .ci/run double-checks the summaries).
+#   SNAPVM_NO_SANITIZERS=1 scripts/check.sh    the normal build only (quick)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -18,3 +24,32 @@ timeout 1800 bash scripts/linux-smoke.sh
 # ---------------------------------------------------------------------------
 # Debian's pytest: /usr/bin/python3, not whatever python3 is first on PATH.
 /usr/bin/python3 -m pytest -ra -p no:cacheprovider tests/functional "$@"
+
+if [[ -n "${SNAPVM_NO_SANITIZERS:-}" ]]; then
+    echo "check: sanitizer build not run (SNAPVM_NO_SANITIZERS is set)"
+    exit 0
+fi
+echo "check: sanitizer build (ASan + UBSan) in build-asan/"
+if [[ ! -f build-asan/build.ninja ]]; then
+    meson setup build-asan -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+fi
+meson compile -C build-asan >/dev/null || meson compile -C build-asan
+san_logs=$(mktemp -d /tmp/snapvm-sanitizer.XXXXXX)
+# abort_on_error: a report kills the process, so the test that ran it fails.
+# verify_asan_link_order=0: the crash tests LD_PRELOAD their shims.
+export ASAN_OPTIONS="abort_on_error=1:detect_leaks=1:verify_asan_link_order=0:log_path=$san_logs/asan"
+export UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1:log_path=$san_logs/ubsan"
+status=0
+meson test -C build-asan --suite unit --print-errorlogs || status=1
+SNAPVM_BUILD=build-asan /usr/bin/python3 -m pytest -ra -p no:cacheprovider tests/functional "$@" \
+    || status=1
+if compgen -G "$san_logs/*" >/dev/null; then
+    echo "check: sanitizer reports:"
+    for f in "$san_logs"/*; do
+        echo "---- $f"
+        cat "$f"
+    done
+    status=1
+fi
+rm -rf "$san_logs"
+exit "$status"

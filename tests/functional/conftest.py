@@ -14,7 +14,10 @@ import subprocess
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BUILD = os.path.join(ROOT, "build")
+# SNAPVM_BUILD selects another build directory (relative to the repository
+# or absolute), e.g. the sanitizer build that scripts/check.sh runs the suite
+# against: SNAPVM_BUILD=build-asan.  Every binary a test runs comes from it.
+BUILD = os.path.join(ROOT, os.environ.get("SNAPVM_BUILD") or "build")
 SNAPVM = os.path.join(BUILD, "snapvm")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

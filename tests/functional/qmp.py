@@ -24,7 +24,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SNAPVM = os.path.join(ROOT, "build", "snapvm")
+SNAPVM = os.path.join(ROOT, os.environ.get("SNAPVM_BUILD") or "build", "snapvm")
 
 
 _AUTO = object()  # execute(): pick an id (None is a valid id: JSON null)

@@ -21,7 +21,7 @@ from qmp import ROOT, SnapVM
 from snapshot_vm import Disk, Guest, qemu_img_check, qemu_img_snapshots
 
 pytestmark = pytest.mark.kvm
-CTL = os.path.join(ROOT, "build", "snapvm-ctl")
+CTL = os.path.join(ROOT, os.environ.get("SNAPVM_BUILD") or "build", "snapvm-ctl")
 COMMANDS = ["status", "stop", "cont", "quit", "snapshot-create", "snapshot-list",
             "snapshot-revert", "snapshot-delete", "snapshot-info", "nodes", "events", "qmp",
             "hmp", "shell", "help"]
