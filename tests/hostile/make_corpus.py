@@ -179,21 +179,26 @@ def duplicate_snapshot(same_name):
 
 def vmstate_patch(fn, header_fn=None):
     """fn(records) -> (records, lengths) rewritten with valid CRCs (and a
-    matching vm_state_size), so only the records' meaning is wrong."""
+    matching vm_state_size), so only the records' meaning is wrong.  A
+    description section (vmstate format 2) moves along after the records."""
     def make(d):
         with d0(d) as im:
             sn = im.snapshot("s")
             hdr = im.vmstate_read(sn, 0, 4096)
             f = vm_header_fields(hdr)
             records = vm_records(im.vmstate_read(sn, f["dev_offset"], f["dev_size"]))
+            desc = im.vmstate_read(sn, f["desc_offset"], f["desc_size"]) if f["desc_size"] else b""
             records, lengths = fn(records)
             dev = vm_encode(records, lengths)
             hdr = bytearray(hdr)
             if header_fn:
                 header_fn(hdr)
-            im.vmstate_write(sn, f["dev_offset"], dev + b"\0" * max(0, f["dev_size"] - len(dev)))
-            im.vmstate_write(sn, 0, vm_header_seal(bytes(hdr), dev))
-            size = f["dev_offset"] + len(dev)
+            old_end = f["dev_offset"] + f["dev_size"] + f["desc_size"]
+            body = dev + desc
+            im.vmstate_write(sn, f["dev_offset"], body + b"\0" * max(0, old_end - f["dev_offset"]
+                                                                     - len(body)))
+            im.vmstate_write(sn, 0, vm_header_seal(bytes(hdr), dev, desc))
+            size = f["dev_offset"] + len(body)
             sn.extra[0:8] = struct.pack(">Q", size)
             sn.vm_state_size32 = size if size < (1 << 32) else 0
             im.write(sn.offset, sn.encode())

@@ -220,25 +220,47 @@ class Image:
 
 
 # ---- snapvm's vmstate (src/snapshot/vmstate.h), little-endian ----
+# Version 1: header CRC at 88.  Version 2: a description section follows the
+# device section (offset 88, size 96, CRC 104 in the header), header CRC at 108.
 
-VM_HDR_DEV_OFFSET, VM_HDR_DEV_SIZE, VM_HDR_DEV_CRC, VM_HDR_CRC = 48, 56, 64, 88
+VM_HDR_DEV_SIZE, VM_HDR_DEV_CRC = 56, 64
+VM_HDR_DESC_OFFSET, VM_HDR_DESC_SIZE, VM_HDR_DESC_CRC = 88, 96, 104
 
 
 def vm_header_fields(hdr):
-    return {
+    version = struct.unpack("<I", hdr[8:12])[0]
+    f = {
+        "version": version,
         "vcpus": struct.unpack("<I", hdr[20:24])[0],
         "ram_size": struct.unpack("<Q", hdr[24:32])[0],
         "dev_offset": struct.unpack("<Q", hdr[48:56])[0],
         "dev_size": struct.unpack("<Q", hdr[56:64])[0],
+        "desc_offset": 0,
+        "desc_size": 0,
     }
+    if version >= 2:
+        f["desc_offset"] = struct.unpack("<Q", hdr[88:96])[0]
+        f["desc_size"] = struct.unpack("<Q", hdr[96:104])[0]
+    return f
 
 
-def vm_header_seal(hdr, devices):
-    """Rewrite the device size and CRC, then the header CRC: a valid header."""
+def vm_header_crc_offset(version):
+    return 88 if version == 1 else 108
+
+
+def vm_header_seal(hdr, devices, desc=b""):
+    """Rewrite the device (and description) section sizes, offsets and CRCs,
+    then the header CRC: a valid header for sections `devices`, `desc`
+    laid out one after the other."""
     hdr = bytearray(hdr)
+    f = vm_header_fields(hdr)
     hdr[VM_HDR_DEV_SIZE:VM_HDR_DEV_SIZE + 8] = struct.pack("<Q", len(devices))
     hdr[VM_HDR_DEV_CRC:VM_HDR_DEV_CRC + 4] = struct.pack("<I", zlib.crc32(devices))
-    hdr[VM_HDR_CRC:VM_HDR_CRC + 4] = struct.pack("<I", zlib.crc32(bytes(hdr[:VM_HDR_CRC])))
+    if f["version"] >= 2 and desc:
+        struct.pack_into("<QQI", hdr, VM_HDR_DESC_OFFSET, f["dev_offset"] + len(devices),
+                         len(desc), zlib.crc32(desc))
+    crc_at = vm_header_crc_offset(f["version"])
+    hdr[crc_at:crc_at + 4] = struct.pack("<I", zlib.crc32(bytes(hdr[:crc_at])))
     return bytes(hdr)
 
 
