@@ -16,6 +16,9 @@
  *                  (N+K-1)th (default 1: a one-shot fault); count=0: every
  *                  matching operation from the Nth on fails (a disk that
  *                  stays full or broken)
+ *   action=crash   instead of failing, the process dies at the Nth matching
+ *                  operation, before doing it (_exit(99): like a kill -9, no
+ *                  flush, no cleanup); errno= is then not needed
  *
  * A failed operation does nothing: the system call is not made, the caller
  * sees -1 with that errno, exactly as if the kernel had refused it.
@@ -65,6 +68,7 @@ struct fault_spec {
     uint64_t nth;
     uint64_t count; /* 0: forever */
     int err;
+    bool crash;
     char path[FAULT_PATH_MAX];
 };
 
@@ -160,6 +164,12 @@ static int parse_spec(const char *text, struct fault_spec *out, char *msg, size_
                 goto out;
             }
             have_err = true;
+        } else if (!strcmp(k, "action")) {
+            if (strcmp(v, "fail") && strcmp(v, "crash")) {
+                snprintf(msg, msglen, "action '%s': expected fail or crash", v);
+                goto out;
+            }
+            s.crash = !strcmp(v, "crash");
         } else if (!strcmp(k, "path")) {
             if (strlen(v) >= sizeof(s.path)) {
                 snprintf(msg, msglen, "path is longer than %d bytes", FAULT_PATH_MAX - 1);
@@ -167,12 +177,12 @@ static int parse_spec(const char *text, struct fault_spec *out, char *msg, size_
             }
             strcpy(s.path, v);
         } else {
-            snprintf(msg, msglen, "unknown key '%s' (op, nth, errno, path, count)", k);
+            snprintf(msg, msglen, "unknown key '%s' (op, nth, errno, path, count, action)", k);
             goto out;
         }
     }
-    if (s.op == -2 || !s.nth || !have_err) {
-        snprintf(msg, msglen, "needs op=, nth= and errno= (got '%s')", text);
+    if (s.op == -2 || !s.nth || (!have_err && !s.crash)) {
+        snprintf(msg, msglen, "needs op=, nth= and errno= (or action=crash) (got '%s')", text);
         goto out;
     }
     *out = s;
@@ -386,6 +396,9 @@ int fault_io_slow(enum fault_op op, const char *path, uint64_t offset, uint64_t 
         (!spec.path[0] || strstr(path, spec.path))) {
         matched++;
         if (matched >= spec.nth && (spec.count == 0 || matched - spec.nth < spec.count)) {
+            if (spec.crash) {
+                _exit(99); /* a kill -9 just before this I/O: nothing flushed, nothing closed */
+            }
             err = spec.err;
             injected++;
             snprintf(last_injected, sizeof(last_injected),

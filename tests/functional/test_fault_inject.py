@@ -98,12 +98,28 @@ def test_path_filter_and_flush_fault_in_savevm(tmp_path):
     assert set(qemu_img_snapshots(disks[0].path(tmp_path))) == {"a"}
 
 
+def test_crash_action_kills_before_the_io(tmp_path):
+    img, args = raw_disk(tmp_path)
+    env = fault_env(tmp_path)
+    with VM(["-m", "64"] + args, env=env) as vm:
+        vm.wait_ready()
+        f = FaultCtl(env["SNAPVM_FAULT_CTL"])
+        f.arm("op=write,nth=2,action=crash,path=disk.raw")
+        assert vm.cmd("disk write 0 1 11") == "ok"
+        vm.write("disk write 0 2 22\n")
+        assert vm.proc.wait(timeout=10) == 99  # _exit(99), like a kill -9
+        f.close()
+    assert read_sector(img, 1) == sector_bytes(11)  # earlier writes are in the file
+    assert read_sector(img, 2) == b"\0" * 512      # the write it died at never happened
+
+
 def test_bad_specs_are_refused(tmp_path):
     for spec, needle in [
         ("op=scribble,nth=1,errno=EIO", "op 'scribble'"),
         ("op=write,nth=0,errno=EIO", "nth '0'"),
         ("op=write,nth=1,errno=EWHAT", "errno 'EWHAT'"),
         ("op=write,nth=1", "needs op=, nth= and errno="),
+        ("op=write,nth=1,action=explode", "action 'explode'"),
         ("op=write,nth=1,errno=EIO,colour=red", "unknown key 'colour'"),
     ]:
         r = run_snapvm(["-m", "64"], env=dict(os.environ, SNAPVM_FAULT=spec))
