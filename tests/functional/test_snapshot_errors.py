@@ -284,3 +284,63 @@ def test_a_read_error_anywhere_in_a_load_changes_nothing(tmp_path, mem_path):
         assert failed >= 1
     for d in ("d0", "d1"):
         assert qemu_img_check(str(tmp_path / f"{d}.qcow2")) == (0, 0)
+
+
+def test_a_disk_that_stays_failing_never_leaves_a_running_half_loaded_guest(tmp_path):
+    """From the Nth write of a loadvm on, every write fails (a disk gone bad,
+    count=0), so that even undoing can fail.  Each time, either the guest
+    goes on as it was (running, RAM and disk unchanged), or it is stopped as
+    docs/snapshots.md says: status restore-vm, running false, a STOP event,
+    an error saying "half-loaded", cont refused.  Never a half-loaded guest
+    that runs.  Afterwards the images are sound and the snapshot loads."""
+    env = fault_env(tmp_path)
+    disks = [Disk("d0", "qcow2", "16M"), Disk("d1", "qcow2", "16M")]
+    outcomes = {"unchanged": 0, "loaded": 0, "stopped": 0}
+    with Guest(tmp_path, disks=disks, mem="16", env=env) as g:
+        ctl = FaultCtl(env["SNAPVM_FAULT_CTL"])
+        g.guest.cmd("fill 4 2")
+        g.guest.cmd("disk write 1 3 1")
+        g.qmp.cmd("savevm", tag="a")
+        saved = (g.guest.sum(), g.sector(1, 3))
+        ctl.reset()
+        g.qmp.cmd("loadvm", tag="a")
+        writes = ctl.counts()["write"]
+        assert writes > 0
+        for n in range(1, writes + 2):
+            g.resync()
+            g.guest.cmd(f"fill {20 + n} 2")
+            g.guest.cmd(f"disk write 1 3 {20 + n}")
+            before = (g.guest.sum(), g.sector(1, 3))
+            g.qmp.clear_events()
+            ctl.arm(f"op=write,nth={n},count=0,errno=EIO")
+            try:
+                g.qmp.cmd("loadvm", tag="a")
+                err = None
+            except QMPError as e:
+                err = e.desc
+            status = g.qmp.cmd("query-status")
+            if err and "half-loaded" in err:
+                outcomes["stopped"] += 1
+                assert status == {"running": False, "singlestep": False,
+                                  "status": "restore-vm"}, (n, err)
+                assert g.qmp.event("STOP", timeout=5)
+                assert "half-loaded" in expect_error(g.qmp, "cont")
+                ctl.disarm()
+                break  # a node that could not be put back refuses writes until reopened
+            ctl.disarm()
+            assert status["status"] == "running", (n, err, status)
+            g.resync()
+            if err:
+                outcomes["unchanged"] += 1
+                assert (g.guest.sum(), g.sector(1, 3)) == before, (n, err)
+            else:
+                outcomes["loaded"] += 1
+        assert outcomes["unchanged"] >= 1, outcomes
+        print(outcomes)
+    for d in ("d0", "d1"):
+        assert qemu_img_check(str(tmp_path / f"{d}.qcow2"))[0] == 0
+    with Guest(tmp_path, disks=disks, mem="16") as g:
+        g.qmp.cmd("loadvm", tag="a")
+        assert g.qmp.cmd("query-status")["status"] == "running"
+        g.resync()
+        assert (g.guest.sum(), g.sector(1, 3)) == saved
