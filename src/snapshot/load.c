@@ -262,11 +262,12 @@ int vm_snapshot_load(struct machine *m, const struct snapshot_request *req,
     bool half_loaded = false;
     struct error *err = NULL;
     rc = apply_snapshot(&ctx, progress, &half_loaded, &err);
+    /* The machine keeps the cause, for the error of a later cont. */
+    machine_snapshot_resume(m, half_loaded ? err->message : NULL);
     if (rc < 0 && half_loaded) {
         error_prepend(&err, "the VM is stopped, half-loaded (load a snapshot again, or "
                             "system_reset it, then cont)");
     }
-    machine_snapshot_resume(m, half_loaded ? err->message : NULL);
     if (rc < 0) {
         error_propagate(errp, err);
     }

@@ -257,10 +257,10 @@ static int commit_locked(struct machine *m, struct ram_mapping *map, struct ram_
         /* The staged pages become guest RAM as they are: no copy. */
         if (mremap(st->buf, st->ram_size, st->ram_size, MREMAP_MAYMOVE | MREMAP_FIXED, ram) ==
             MAP_FAILED) {
-            error_setg_errno(errp, errno, "cannot move the loaded RAM into place");
-            return -1;
+            memcpy(ram, st->buf, st->ram_size); /* cannot fail: only slower */
+        } else {
+            st->buf = NULL; /* now guest RAM */
         }
-        st->buf = NULL; /* now guest RAM */
         return 0;
     }
     /*
