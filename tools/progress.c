@@ -11,6 +11,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -55,6 +56,21 @@ static bool estimate(struct progress *p, uint64_t done, uint64_t total, double *
     return true;
 }
 
+/* Redraw the terminal line in place, cut to the terminal's width: a line
+ * that wrapped could not be redrawn with a carriage return. */
+static int term_cols(void)
+{
+    struct winsize ws;
+    return ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 1 ? ws.ws_col : 80;
+}
+
+static void draw(struct progress *p, const char *line)
+{
+    printf("\r\033[K%.*s", term_cols() - 1, line);
+    fflush(stdout);
+    p->drawn = true;
+}
+
 static void show_bytes(struct progress *p, const char *status, uint64_t done, uint64_t total)
 {
     if (p->quiet) {
@@ -62,9 +78,9 @@ static void show_bytes(struct progress *p, const char *status, uint64_t done, ui
     }
     if (total == 0) { /* nothing measured yet (or a delete): the status alone */
         if (p->tty) {
-            printf("\r\033[K%s: %s", p->what, status);
-            fflush(stdout);
-            p->drawn = true;
+            char line[512];
+            snprintf(line, sizeof(line), "%s: %s", p->what, status);
+            draw(p, line);
         }
         return;
     }
@@ -79,18 +95,29 @@ static void show_bytes(struct progress *p, const char *status, uint64_t done, ui
     }
     int pct = (int)(done * 100 / total);
     if (p->tty) {
-        char bar[25];
-        int fill = pct * 24 / 100;
-        for (int i = 0; i < 24; i++) {
-            bar[i] = i < fill ? '#' : '.';
+        /* the numbers first; the bar gets what room is left (24 columns at
+         * most, none under 6) */
+        char rest[160];
+        int n = snprintf(rest, sizeof(rest), " %3d%%  %s / %s", pct, d, tot);
+        if (have && n > 0 && (size_t)n < sizeof(rest)) {
+            snprintf(rest + n, sizeof(rest) - (size_t)n, "  %s/s  %s left", r, l);
         }
-        bar[24] = '\0';
-        printf("\r\033[K%s [%s] %3d%%  %s / %s", p->what, bar, pct, d, tot);
-        if (have) {
-            printf("  %s/s  %s left", r, l);
+        int room = term_cols() - 1 - (int)strlen(p->what) - 3 - (int)strlen(rest);
+        int width = room > 24 ? 24 : room;
+        char bar[27] = "";
+        if (width >= 6) {
+            int fill = pct * width / 100;
+            bar[0] = ' ';
+            bar[1] = '[';
+            for (int i = 0; i < width; i++) {
+                bar[2 + i] = i < fill ? '#' : '.';
+            }
+            bar[2 + width] = ']';
+            bar[3 + width] = '\0';
         }
-        fflush(stdout);
-        p->drawn = true;
+        char line[512];
+        snprintf(line, sizeof(line), "%s%s%s", p->what, bar, rest);
+        draw(p, line);
         return;
     }
     /* plain lines: when the bytes moved, at most once a second (and the end) */

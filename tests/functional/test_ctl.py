@@ -2,6 +2,7 @@
 real sockets: every command, its help, its errors (the server's message
 unchanged), the plain, --json and terminal (pseudo-terminal) progress of
 snapshot jobs, and the interactive shell under a pseudo-terminal."""
+import fcntl
 import json
 import os
 import pathlib
@@ -11,8 +12,10 @@ import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
+import termios
 import time
 
 import pytest
@@ -383,11 +386,16 @@ def test_tree_and_the_description_record(guest):
         ["a", "├── b", "└── d  <- current"]
 
 
+def set_winsize(fd, cols, rows=24):
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
 def test_progress_on_a_terminal(tmp_path):
     with Guest(tmp_path, disks=disks(), mem="256") as g:
         assert g.guest.cmd("fill 3 192") == "ok"  # RAM that has to be written
         pid, fd = pty.fork()
         if pid == 0:
+            set_winsize(0, 120)
             os.execv(CTL, [CTL, "--qmp", g.sock, "snapshot-create", "t", "--exclude", "vars"])
         out = b""
         while True:
@@ -445,9 +453,10 @@ def test_job_api_without_devices_takes_the_seed_rules(guest):
 class Term:
     """A program on a pseudo-terminal: type into it, read what it draws."""
 
-    def __init__(self, argv, env):
+    def __init__(self, argv, env, cols=100):
         self.pid, self.fd = pty.fork()
         if self.pid == 0:
+            set_winsize(0, cols)
             os.execve(argv[0], argv, env)
         self.out = b""
         self.pos = 0  # where the last match ended
@@ -576,8 +585,11 @@ def test_ctrl_c_cancels_the_job(tmp_path):
     """Ctrl-C on a terminal: job-cancel, wait for the job, exit 1, nothing left."""
     with Guest(tmp_path, disks=[Disk("disk0", "qcow2", "64M")], mem="1024") as g:
         assert g.guest.cmd("fill 5 700", timeout=60) == "ok"
-        t = Term([CTL, "--qmp", g.sock, "snapshot-create", "big"], dict(os.environ))
-        t.expect(r"saving 'big' \[[#.]+\] +\d+%  [\d.]+ [KMG]iB / ")
+        t = Term([CTL, "--qmp", g.sock, "snapshot-create", "big"], dict(os.environ), cols=50)
+        # a 50-column terminal: a shorter bar, the numbers kept, never wrapped
+        m = t.expect(r"\r\x1b\[K(saving 'big'( \[[#.]{6,23}\])? +\d+%  [\d.]+ [KMG]iB / "
+                     r"[^\r]*)")
+        assert len(m.group(1)) <= 49, m.group(1)
         os.kill(t.pid, signal.SIGINT)
         t.expect(r"saving 'big': cancelling\r\n")
         assert t.wait(timeout=30) == 1
