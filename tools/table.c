@@ -66,17 +66,25 @@ void table_print(struct table *t, FILE *out)
     }
     json_array_foreach(t->rows, r, row)
     {
+        char *line = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&line, &len);
         for (int i = 0; i < t->ncols; i++) {
             const char *cell = json_string_value(json_array_get(row, (size_t)i));
             int pad = w[i] - width(cell);
-            bool last = i == t->ncols - 1;
             if (t->right[i]) {
-                fprintf(out, "%*s%s", pad, "", cell);
+                fprintf(f, "%*s%s", pad, "", cell);
             } else {
-                fprintf(out, "%s%*s", cell, last ? 0 : pad, "");
+                fprintf(f, "%s%*s", cell, pad, "");
             }
-            fputs(last ? "\n" : "  ", out);
+            fputs(i == t->ncols - 1 ? "" : "  ", f);
         }
+        fclose(f);
+        while (len && line[len - 1] == ' ') { /* an empty last cell leaves no blanks */
+            line[--len] = '\0';
+        }
+        fprintf(out, "%s\n", line);
+        free(line);
     }
     free(w);
 }
@@ -103,7 +111,20 @@ void fmt_size(uint64_t bytes, char *buf, size_t len)
         v /= 1024;
         u++;
     }
-    snprintf(buf, len, "%.3g %s", v, units[u]);
+    /* three significant digits (four from 1000 to 1023), never an exponent;
+     * no trailing zeros: 1.5 KiB, 258 MiB, 1010 MiB */
+    char num[32];
+    snprintf(num, sizeof(num), v >= 100 ? "%.0f" : v >= 10 ? "%.1f" : "%.2f", v);
+    if (strchr(num, '.')) {
+        char *end = num + strlen(num) - 1;
+        while (*end == '0') {
+            *end-- = '\0';
+        }
+        if (*end == '.') {
+            *end = '\0';
+        }
+    }
+    snprintf(buf, len, "%s %s", num, units[u]);
 }
 
 void fmt_date(int64_t sec, char *buf, size_t len)
