@@ -246,3 +246,53 @@ int qcow2_repair_refcounts(struct qcow2_state *s, struct error **errp)
     s->incompat &= ~QCOW2_INCOMPAT_DIRTY;
     return 0;
 }
+
+/*
+ * Leak reclaim at a writable open: clusters whose refcount is higher than
+ * the references the metadata holds (a kill or an I/O error during a save
+ * or in a snapshot operation's cleanup leaves such leaks, never the other
+ * way round) get their refcount lowered to the true count.  Refcounts lower
+ * than the references (real corruption) are left alone: the overlap checks
+ * keep such clusters from being reused, and 'qemu-img check -r all' repairs
+ * them.  Lowering a refcount is safe in any order and at any crash point:
+ * each write only removes a leak.
+ */
+int qcow2_reclaim_leaks(struct qcow2_state *s, uint64_t *reclaimed, struct error **errp)
+{
+    *reclaimed = 0;
+    struct counts k = {.limit = qcow2_clusters(s, file_node_size(s->file))};
+    int rc = count_everything(s, &k, errp);
+    if (rc == 0) {
+        rc = count_range(s, &k, s->reftable_offset,
+                         (uint64_t)s->reftable_clusters << s->cluster_bits, errp);
+    }
+    for (uint64_t ti = 0; rc == 0 && ti < s->reftable_entries; ti++) {
+        if (s->reftable[ti]) {
+            rc = count_range(s, &k, s->reftable[ti], s->cluster_size, errp);
+        }
+    }
+    if (rc < 0) {
+        free(k.c);
+        return -1;
+    }
+    s->rb_batch = true;
+    for (uint64_t ti = 0; rc == 0 && ti < s->reftable_entries; ti++) {
+        if (!s->reftable[ti]) {
+            continue;
+        }
+        for (uint64_t i = 0; rc == 0 && i < s->rb_entries; i++) {
+            uint64_t c = ti * s->rb_entries + i, refs = c < k.n ? k.c[c] : 0, cur;
+            rc = qcow2_get_refcount(s, c, &cur, errp);
+            if (rc == 0 && cur > refs) {
+                rc = qcow2_update_refcount(s, c << s->cluster_bits, -(int64_t)(cur - refs), errp);
+                *reclaimed += 1;
+            }
+        }
+    }
+    s->rb_batch = false;
+    if (qcow2_cache_write_dirty(s, &s->rb_cache, rc < 0 ? NULL : errp) < 0) {
+        rc = -1;
+    }
+    free(k.c);
+    return rc == 0 ? qcow2_barrier(s, errp) : -1;
+}

@@ -525,6 +525,19 @@ static int qcow2_open(struct block_node *node, json_t *opts, struct error **errp
         if (qcow2_repair_refcounts(s, errp) < 0) {
             goto fail;
         }
+    } else if (!node->read_only && !x.bitmaps && !(s->incompat & QCOW2_INCOMPAT_CORRUPT)) {
+        /* Reclaim clusters leaked by a kill or an I/O error (a save's
+         * vmstate, a snapshot operation's cleanup), so that a clean
+         * open + quit leaves an image that 'qemu-img check' finds clean.
+         * Failing to do so only keeps the leaks: the open goes on. */
+        struct error *err = NULL;
+        uint64_t n = 0;
+        if (qcow2_reclaim_leaks(s, &n, &err) < 0) {
+            log_warn("'%s': leaked clusters not reclaimed: %s", fn, err->message);
+            error_free(err);
+        } else if (n) {
+            log_info("'%s': reclaimed %llu leaked clusters", fn, (unsigned long long)n);
+        }
     }
     s->free_hint = 0;
     free(h);

@@ -159,10 +159,10 @@ struct qcow2_state {
     uint64_t meta_maxlen;
     bool meta_valid;
     uint64_t fsize_seen;
-            /* file size last seen: host offsets beyond it are checked again */ /* COPIED flags of
-                                                                                   the active L1
-                                                                                   changed but not
-                                                                                   yet written */
+    /* file size last seen: host offsets beyond it are checked again */ /* COPIED flags of
+                                                                           the active L1
+                                                                           changed but not
+                                                                           yet written */
 
     uint8_t *cbuf;               /* scratch for compressed input */
     uint8_t *dbuf;               /* one decompressed cluster */
@@ -324,6 +324,8 @@ int qcow2_data_pwrite(struct qcow2_state *s, uint64_t off, const void *buf, size
 
 /* qcow2-repair.c: rebuild the refcounts of a dirty image and clear the dirty bit. */
 int qcow2_repair_refcounts(struct qcow2_state *s, struct error **errp);
+/* Lower refcounts that exceed the references (leaks) to the true count; sets *reclaimed. */
+int qcow2_reclaim_leaks(struct qcow2_state *s, uint64_t *reclaimed, struct error **errp);
 
 /* qcow2-snapshot.c */
 int qcow2_read_snapshots(struct qcow2_state *s, struct error **errp);
