@@ -252,7 +252,7 @@ int qcow2_repair_refcounts(struct qcow2_state *s, struct error **errp)
  * the references the metadata holds (a kill or an I/O error during a save
  * or in a snapshot operation's cleanup leaves such leaks, never the other
  * way round) get their refcount lowered to the true count.  Refcounts lower
- * than the references (real corruption) are left alone: the overlap checks
+ * than the references (real corruption) make it change nothing: the overlap checks
  * keep such clusters from being reused, and 'qemu-img check -r all' repairs
  * them.  Lowering a refcount is safe in any order and at any crash point:
  * each write only removes a leak.
@@ -269,6 +269,22 @@ int qcow2_reclaim_leaks(struct qcow2_state *s, uint64_t *reclaimed, struct error
     for (uint64_t ti = 0; rc == 0 && ti < s->reftable_entries; ti++) {
         if (s->reftable[ti]) {
             rc = count_range(s, &k, s->reftable[ti], s->cluster_size, errp);
+        }
+    }
+    if (rc < 0) {
+        free(k.c);
+        return -1;
+    }
+    /* Any refcount below its references means the metadata contradicts itself
+     * (a hostile or damaged image): then nothing is changed here. */
+    for (uint64_t c = 0; rc == 0 && c < k.n; c++) {
+        uint64_t cur;
+        if (k.c[c] && (rc = qcow2_get_refcount(s, c, &cur, errp)) == 0 && cur < k.c[c]) {
+            error_setg(errp,
+                       "cluster %#llx has refcount %llu but %u references (image corrupt; "
+                       "repair it with 'qemu-img check -r all')",
+                       (unsigned long long)(c << s->cluster_bits), (unsigned long long)cur, k.c[c]);
+            rc = -1;
         }
     }
     if (rc < 0) {
@@ -294,5 +310,10 @@ int qcow2_reclaim_leaks(struct qcow2_state *s, uint64_t *reclaimed, struct error
         rc = -1;
     }
     free(k.c);
+    /* COPIED hints follow the refcounts (those that fell to 1, and those a
+     * failed operation left behind). */
+    if (rc == 0 && qcow2_fix_copied(s, errp) < 0) {
+        rc = -1;
+    }
     return rc == 0 ? qcow2_barrier(s, errp) : -1;
 }
