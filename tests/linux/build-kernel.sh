@@ -4,8 +4,9 @@
 # Source: Debian 12's linux-source-6.1 package (/usr/src/linux-source-6.1.tar.xz).
 # Config: `make tinyconfig`, then tests/linux/kernel.config merged over it, then
 # `make olddefconfig`; every option of the fragment is checked to have landed.
-# Patch:  tests/linux/no-int3-selftest.patch (the PVM host's CPL0 emulator has
-# no int3; see /work/shared/linux-on-this-host.md and docs/machine.md).
+# Patches: tests/linux/*.patch, in name order, for instructions the PVM host's
+# CPL0 emulator lacks: no-int3-selftest.patch (the boot-time int3 self-test),
+# no-fwait-at-exit.patch (fwait at task exit); see docs/machine.md.
 # Initrd: tests/linux/init.c (a static freestanding /init) packed by the
 # kernel tree's own gen_init_cpio from tests/linux/initrd.list, gzipped.
 #
@@ -46,7 +47,11 @@ for tool in make gcc bc bison flex cpio gzip patch; do
     command -v "$tool" >/dev/null || die "'$tool' is missing: run bash scripts/install-deps.sh"
 done
 
-inputs=(kernel.config no-int3-selftest.patch init.c initrd.list build-kernel.sh)
+patches=("$here"/*.patch)
+inputs=(kernel.config init.c initrd.list build-kernel.sh)
+for p in "${patches[@]}"; do
+    inputs+=("$(basename "$p")")
+done
 key=$( (
     echo "$SRC_PKG $ver"
     for f in "${inputs[@]}"; do
@@ -79,16 +84,29 @@ if [[ ! -f $tree/.snapvm-unpacked ]]; then
     rm -rf "$tree" "$tree.tmp"
     mkdir -p "$tree.tmp"
     tar -xJf "$SRC_TAR" -C "$tree.tmp" --strip-components=1
-    # Keep pristine copies of the files the patch touches, so that every
-    # build starts from the package's sources whatever the patch was before.
     mkdir -p "$tree.tmp/.snapvm-orig"
-    tar -C "$tree.tmp" -cf "$tree.tmp/.snapvm-orig/sources.tar" arch/x86/kernel/alternative.c
     touch "$tree.tmp/.snapvm-unpacked"
     mv "$tree.tmp" "$tree"
 fi
 cd "$tree"
-tar -xf .snapvm-orig/sources.tar
-patch -p1 --quiet <"$here/no-int3-selftest.patch" || die "no-int3-selftest.patch does not apply to $SRC_PKG $ver"
+# Every build starts from the package's sources whatever was patched before:
+# .snapvm-orig keeps a pristine copy of each file a patch touches, taken the
+# first time a patch names it (before any patch ran on it).
+orig=.snapvm-orig
+if [[ -f $orig/sources.tar ]]; then # the first layout: one tar of alternative.c
+    tar -xf "$orig/sources.tar" -C "$orig" && rm "$orig/sources.tar"
+fi
+for f in $(sed -n 's|^+++ b/\([^[:space:]]*\).*|\1|p' "${patches[@]}" | sort -u); do
+    if [[ -f $orig/$f ]]; then
+        cp "$orig/$f" "$f"
+    else
+        mkdir -p "$orig/$(dirname "$f")"
+        cp "$f" "$orig/$f"
+    fi
+done
+for p in "${patches[@]}"; do
+    patch -p1 --quiet <"$p" || die "$(basename "$p") does not apply to $SRC_PKG $ver"
+done
 
 mk() { nice -n 19 make -s "$@" >&2; }
 mk tinyconfig

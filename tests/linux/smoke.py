@@ -205,7 +205,12 @@ def main():
             # The disk was probed after the save point: it must be probed again.
             check(vda2 is not None and int(vda2.group(1)) == want_blocks,
                   "boot 2: virtio_blk bound vda after the restore")
-    shutil.rmtree(tmp, ignore_errors=True)
+    if failures:
+        # Keep the image (it holds the snapshot) for a post-mortem:
+        # build/snapvm <the same options> -loadvm midboot boots it again.
+        print(f"linux-smoke: kept {disk} (snapshot 'midboot') for a post-mortem", flush=True)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     print(f"linux-smoke: {'PASS' if not failures else 'FAIL: ' + '; '.join(failures)}",
           flush=True)
     return 0 if not failures else 1
