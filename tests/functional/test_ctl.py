@@ -482,6 +482,18 @@ class Term:
                 assert chunk, f"the program ended; no {pattern!r} in {self.out[start:]!r}"
                 self.out += chunk
 
+    def _drain(self):
+        """What the program wrote before it exited (until EIO: no writer left)."""
+        while True:
+            try:
+                r, _, _ = select.select([self.fd], [], [], 1)
+                chunk = os.read(self.fd, 4096) if r else b""
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.out += chunk
+
     def type(self, text):
         os.write(self.fd, text.encode())
 
@@ -502,6 +514,7 @@ class Term:
                 pass
             pid, status = os.waitpid(self.pid, os.WNOHANG)
             if pid:
+                self._drain()
                 return os.WEXITSTATUS(status)
         os.kill(self.pid, signal.SIGKILL)
         raise AssertionError(f"the shell did not exit: {self.out[-300:]!r}")
