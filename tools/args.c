@@ -52,7 +52,7 @@ static json_t *arg_type(json_t *schema, const char *cmd, const char *key)
     json_t *m;
     json_array_foreach(arg_members(schema, cmd), i, m)
     {
-        if (!strcmp(json_string_value(json_object_get(m, "name")), key)) {
+        if (!strcmp(json_str(m, "name"), key)) {
             return find_info(schema, json_string_value(json_object_get(m, "type")));
         }
     }
@@ -191,7 +191,7 @@ json_t *schema_arg_values(json_t *schema, const char *cmd, const char *key)
             json_array_append(values, v);
         }
     } else if (meta && !strcmp(meta, "builtin") &&
-               !strcmp(json_string_value(json_object_get(type, "json-type")), "boolean")) {
+               !strcmp(json_str(type, "json-type"), "boolean")) {
         json_array_append_new(values, json_string("on"));
         json_array_append_new(values, json_string("off"));
     }
@@ -210,7 +210,7 @@ bool schema_returns_member(json_t *schema, const char *cmd, const char *name)
     json_t *m;
     json_array_foreach(json_object_get(ret, "members"), i, m)
     {
-        if (!strcmp(json_string_value(json_object_get(m, "name")), name)) {
+        if (!strcmp(json_str(m, "name"), name)) {
             return true;
         }
     }

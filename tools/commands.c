@@ -101,7 +101,7 @@ static int cmd_status(struct ctl *ctl, int argc, char **argv)
     if (ctl->json) {
         ctl_print_json(ctl, st);
     } else {
-        const char *status = json_string_value(json_object_get(st, "status"));
+        const char *status = json_str(st, "status");
         bool running = json_is_true(json_object_get(st, "running"));
         if (running || !strcmp(status, "paused")) {
             printf("VM status: %s\n", status);
@@ -150,7 +150,7 @@ static json_t *find_snapshot(json_t *list, const char *tag)
     json_t *s;
     json_array_foreach(list, i, s)
     {
-        if (!strcmp(json_string_value(json_object_get(s, "tag")), tag)) {
+        if (!strcmp(json_str(s, "tag"), tag)) {
             return s;
         }
     }
@@ -493,7 +493,7 @@ static json_t *node_records(struct ctl *ctl, const char *tag)
     {
         json_array_foreach(json_object_get(json_object_get(n, "image"), "snapshots"), j, s)
         {
-            if (!strcmp(json_string_value(json_object_get(s, "name")), tag)) {
+            if (!strcmp(json_str(s, "name"), tag)) {
                 json_array_append_new(out, json_pack("{s:O, s:O, s:O}", "node",
                                                      json_object_get(n, "node-name"), "id",
                                                      json_object_get(s, "id"), "vm-state-size",
@@ -662,7 +662,7 @@ static int cmd_nodes(struct ctl *ctl, int argc, char **argv)
                  sizeof(size));
         fmt_size(vmstate, vms, sizeof(vms));
         snprintf(count, sizeof(count), "%zu", json_array_size(snaps));
-        bool can = !strcmp(json_string_value(json_object_get(n, "drv")), "qcow2");
+        bool can = !strcmp(json_str(n, "drv"), "qcow2");
         const char *cells[] = {
                 json_string_value(json_object_get(n, "node-name")),
                 json_string_value(json_object_get(n, "drv")),

@@ -72,6 +72,14 @@ void ctl_catch_sigint(bool on);
 bool ctl_interrupted(void);
 int ctl_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Member `key` of `obj` as a string, "" when absent or not a string: the
+ * client never trusts a server's reply to have the shape it expects. */
+static inline const char *json_str(json_t *obj, const char *key)
+{
+    const char *s = json_string_value(json_object_get(obj, key));
+    return s ? s : "";
+}
+
 /* ---- args.c: key=value arguments typed by query-qmp-schema ---- */
 
 json_t *ctl_schema(struct ctl *ctl);

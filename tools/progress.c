@@ -144,7 +144,7 @@ static json_t *find_job(struct ctl *ctl, const char *id)
     json_t *job;
     json_array_foreach(json_object_get(reply, "return"), i, job)
     {
-        if (!strcmp(json_string_value(json_object_get(job, "id")), id)) {
+        if (!strcmp(json_str(job, "id"), id)) {
             found = json_incref(job);
         }
     }
@@ -188,7 +188,7 @@ int run_job(struct ctl *ctl, const char *type, json_t *args, const char *what, j
         if (!info) {
             break;
         }
-        const char *status = json_string_value(json_object_get(info, "status"));
+        const char *status = json_str(info, "status");
         show_bytes(&p, status,
                    (uint64_t)json_integer_value(json_object_get(info, "current-progress")),
                    (uint64_t)json_integer_value(json_object_get(info, "total-progress")));
