@@ -15,6 +15,11 @@ patches d0 (or adds files), and says what snapvm must do with it:
                   matching `expect`;
   kind 'write'    the guest writes sector `lba` of d0: the write must fail
                   (never land on metadata) and snapvm must report `expect`;
+                  or, as QEMU's overlap check allows, go to a new cluster or
+                  to bytes of a metadata cluster that hold no metadata: then
+                  it reads back, no metadata byte changed (header, refcount
+                  table, snapshot table and L1s) and qemu-img check finds no
+                  new error;
   kind 'read'     the guest reads sector `lba` of d0: the read fails with
                   `expect` (and nothing is written);
   kind 'loadvm'   loadvm 's' must fail with `expect`, the guest keeps

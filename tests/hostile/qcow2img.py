@@ -185,6 +185,27 @@ class Image:
             p += -p % 8
         return out
 
+    def fixed_metadata(self):
+        """{name: bytes} of the metadata no guest write may change: the
+        header fields (the corrupt flag in incompatible_features masked), the
+        refcount table, the snapshot table and every snapshot's L1 table.
+        (The active L1 and L2 tables and refcount blocks change with every
+        allocation.)"""
+        hl = self.get("header_length") if self.get("version") >= 3 else 72
+        hdr = bytearray(self.read(0, hl))
+        hdr[72:80] = b"\0" * 8 if hl >= 80 else hdr[72:80]
+        out = {"header": bytes(hdr),
+               "refcount table": self.read(self.get("refcount_table_offset"),
+                                           self.get("refcount_table_clusters") * self.cluster_size)}
+        snaps = self.snapshots()
+        if snaps:
+            end = snaps[-1].offset + len(snaps[-1].encode())
+            out["snapshot table"] = self.read(self.get("snapshots_offset"),
+                                              end - self.get("snapshots_offset"))
+        for sn in snaps:
+            out[f"L1 of snapshot {sn.name}"] = self.read(sn.l1_table_offset, 8 * sn.l1_size)
+        return out
+
     def snapshot(self, name):
         return next(s for s in self.snapshots() if s.name == name)
 
