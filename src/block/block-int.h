@@ -42,6 +42,9 @@ struct block_driver {
     /* Transactions (see block.h); txn is the driver's own handle. */
     int (*snapshot_create_prepare)(struct block_node *node, struct block_snapshot_info *info,
                                    void **txn, struct error **errp);
+    int (*snapshot_replace_prepare)(struct block_node *node, const char *old_id,
+                                    struct block_snapshot_info *info, void **txn,
+                                    struct error **errp);
     int (*snapshot_goto_prepare)(struct block_node *node, const char *name_or_id, void **txn,
                                  struct error **errp);
     int (*snapshot_delete_prepare)(struct block_node *node, const char *name_or_id, void **txn,

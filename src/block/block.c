@@ -607,7 +607,7 @@ int block_snapshot_find(struct block_node *node, const char *name_or_id,
     for (size_t pass = 0; pass < 2 && found < 0; pass++) {
         for (size_t i = 0; i < n; i++) {
             const char *key = pass == 0 ? list[i].name : list[i].id;
-            if (!strcmp(key, name_or_id)) {
+            if (!list[i].truncated && !strcmp(key, name_or_id)) {
                 if (out) {
                     *out = list[i];
                 }
@@ -720,6 +720,13 @@ int block_snapshot_create_prepare(struct block_node *node, struct block_snapshot
                                   struct block_txn **txn, struct error **errp)
 {
     TXN_PREPARE(node, node->drv->snapshot_create_prepare(node, info, &drv_txn_, errp));
+}
+
+int block_snapshot_replace_prepare(struct block_node *node, const char *old_id,
+                                   struct block_snapshot_info *info, struct block_txn **txn,
+                                   struct error **errp)
+{
+    TXN_PREPARE(node, node->drv->snapshot_replace_prepare(node, old_id, info, &drv_txn_, errp));
 }
 
 int block_snapshot_goto_prepare(struct block_node *node, const char *name_or_id,

@@ -75,12 +75,16 @@ struct block_snapshot_info {
     uint32_t date_nsec;
     uint64_t vm_clock_nsec; /* guest clock at creation */
     uint64_t disk_size;     /* virtual disk size when taken */
+    bool truncated;         /* listing only: the image's id or name is longer than these
+                               arrays (a foreign image); block_snapshot_find never matches
+                               it, goto/delete by the whole name still do */
 };
 
 /* Returns a malloc'd array of *count entries (free with free()). */
 int block_snapshot_list(struct block_node *node, struct block_snapshot_info **list, size_t *count,
                         struct error **errp);
-/* Find by name (tag) first, then by id.  Returns 0 if found, -1 if not (no error set). */
+/* Find by name (tag) first, then by id, comparing whole strings.  Returns 0 if found, -1 if
+ * not (no error set). */
 int block_snapshot_find(struct block_node *node, const char *name_or_id,
                         struct block_snapshot_info *out);
 
@@ -103,7 +107,8 @@ int block_vmstate_discard(struct block_node *node, struct error **errp);
 
 /*
  * Create a snapshot of the current disk state plus the vmstate written so far.
- * info->name is the tag (must be new on this node); info->id is assigned
+ * info->name is the tag (must be new on this node; no control characters, and both
+ * strings NUL-terminated within their arrays: longer ones are refused); info->id is assigned
  * (max numeric id + 1, as QEMU does) if empty.  info->vm_state_size is the
  * vmstate length to record; 0 makes a disk-only snapshot and frees any
  * vmstate written.  date_sec/date_nsec/vm_clock_nsec are stored as given
@@ -164,6 +169,15 @@ struct block_txn;
 
 int block_snapshot_create_prepare(struct block_node *node, struct block_snapshot_info *info,
                                   struct block_txn **txn, struct error **errp);
+/*
+ * Like create_prepare, but the snapshot with id old_id (exactly) is replaced in
+ * the same commit write: its tag may be info->name, and no instant, crash or
+ * error leaves neither the old nor the new one (HMP savevm of an existing
+ * tag).  Finish releases the old one's clusters; abort keeps it.
+ */
+int block_snapshot_replace_prepare(struct block_node *node, const char *old_id,
+                                   struct block_snapshot_info *info, struct block_txn **txn,
+                                   struct error **errp);
 int block_snapshot_goto_prepare(struct block_node *node, const char *name_or_id,
                                 struct block_txn **txn, struct error **errp);
 int block_snapshot_delete_prepare(struct block_node *node, const char *name_or_id,

@@ -343,6 +343,11 @@ int qcow2_alloc_clusters(struct qcow2_state *s, uint64_t n, uint64_t *offset, st
         }
         for (uint64_t i = 0; i < n; i++) {
             if (qcow2_update_refcount(s, (start + i) << s->cluster_bits, 1, errp) < 0) {
+                /* Give back the ones already counted: a failed allocation
+                 * allocates nothing (else a one-off I/O error leaks them). */
+                while (i-- > 0) {
+                    qcow2_update_refcount(s, (start + i) << s->cluster_bits, -1, NULL);
+                }
                 return -1;
             }
         }

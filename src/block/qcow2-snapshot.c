@@ -213,8 +213,11 @@ int qcow2_snapshot_list(struct block_node *node, struct block_snapshot_info **li
     for (uint32_t i = 0; i < s->nb_snapshots; i++) {
         struct block_snapshot_info *d = &(*list)[i];
         const struct qcow2_snapshot *sn = &s->snaps[i];
-        snprintf(d->id, sizeof(d->id), "%s", sn->id);
-        snprintf(d->name, sizeof(d->name), "%s", sn->name);
+        /* A foreign image may hold longer strings than the info can: such an
+         * entry is listed cut, and flagged so that nobody looks it up cut. */
+        d->truncated = strlen(sn->id) >= sizeof(d->id) || strlen(sn->name) >= sizeof(d->name);
+        snprintf(d->id, sizeof(d->id), "%.*s", (int)sizeof(d->id) - 1, sn->id);
+        snprintf(d->name, sizeof(d->name), "%.*s", (int)sizeof(d->name) - 1, sn->name);
         d->vm_state_size = sn->vm_state_size;
         d->date_sec = sn->date_sec;
         d->date_nsec = sn->date_nsec;
@@ -225,9 +228,35 @@ int qcow2_snapshot_list(struct block_node *node, struct block_snapshot_info **li
     return 0;
 }
 
-static int check_new_snapshot(struct qcow2_state *s, struct block_snapshot_info *info,
-                              struct error **errp)
+/* A tag or id is stored and compared whole: no control characters, and it
+ * must fit block_snapshot_info (what it cannot hold would be cut). */
+static int check_snapshot_string(struct qcow2_state *s, const char *what, const char *str,
+                                 size_t max, struct error **errp)
 {
+    size_t len = strnlen(str, max);
+    if (len >= max) {
+        error_setg(errp, "node '%s': snapshot %s is longer than %zu bytes", s->node->name, what,
+                   max - 1);
+        return -1;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)str[i];
+        if (c < 0x20 || c == 0x7f) {
+            error_setg(errp, "node '%s': snapshot %s '%.64s' contains control character %#x",
+                       s->node->name, what, str, c);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int check_new_snapshot(struct qcow2_state *s, struct block_snapshot_info *info,
+                              const struct qcow2_snapshot *replacing, struct error **errp)
+{
+    if (check_snapshot_string(s, "name", info->name, sizeof(info->name), errp) < 0 ||
+        check_snapshot_string(s, "id", info->id, sizeof(info->id), errp) < 0) {
+        return -1;
+    }
     if (s->refcount_order == 0) {
         error_setg(errp, "node '%s': refcount_bits=1 cannot count the references of a snapshot",
                    s->node->name);
@@ -237,11 +266,14 @@ static int check_new_snapshot(struct qcow2_state *s, struct block_snapshot_info 
         error_setg(errp, "node '%s': a snapshot needs a name", s->node->name);
         return -1;
     }
-    if (s->nb_snapshots >= QCOW2_MAX_SNAPSHOTS) {
+    if (s->nb_snapshots >= QCOW2_MAX_SNAPSHOTS && !replacing) {
         error_setg(errp, "node '%s' already has %u snapshots", s->node->name, s->nb_snapshots);
         return -1;
     }
     for (uint32_t i = 0; i < s->nb_snapshots; i++) {
+        if (&s->snaps[i] == replacing) {
+            continue; /* it goes in the same commit */
+        }
         if (!strcmp(s->snaps[i].name, info->name)) {
             error_setg(errp, "node '%s' already has a snapshot named '%s'", s->node->name,
                        info->name);
@@ -327,7 +359,7 @@ struct qcow2_txn {
     uint64_t *raised_l1;
     uint32_t raised_to;
     /* Done by finish: references the old state held that the new one lacks. */
-    struct cluster_run old_runs[3];
+    struct cluster_run old_runs[4];
     size_t n_old_runs;
     uint64_t *drop_l1;
     uint32_t drop_from, drop_to;
@@ -739,19 +771,43 @@ void qcow2_txn_finish(struct block_node *node, void *txn)
  * Commit switches the active L1 and the snapshot table in one write.
  * Finish frees the old active L1 and the old table.
  */
-int qcow2_snapshot_create_prepare(struct block_node *node, struct block_snapshot_info *info,
-                                  void **out, struct error **errp)
+static int create_prepare(struct block_node *node, struct block_snapshot_info *info,
+                          const char *replace_id, void **out, struct error **errp)
 {
     struct qcow2_state *s = node->opaque;
-    if (busy(s, errp) < 0 || check_new_snapshot(s, info, errp) < 0 ||
-        qcow2_flush_deferred(s, errp) < 0) {
+    if (busy(s, errp) < 0) {
         return -1;
     }
+    struct qcow2_snapshot *old = NULL;
+    if (replace_id) {
+        for (uint32_t i = 0; i < s->nb_snapshots && !old; i++) {
+            old = !strcmp(s->snaps[i].id, replace_id) ? &s->snaps[i] : NULL;
+        }
+        if (!old) {
+            error_setg(errp, "node '%s' has no snapshot with id '%s'", node->name, replace_id);
+            return -1;
+        }
+    }
+    if (check_new_snapshot(s, info, old, errp) < 0 || qcow2_flush_deferred(s, errp) < 0) {
+        return -1;
+    }
+    /* The replaced snapshot's L1, checked now: finish drops what it reaches. */
+    uint64_t *old_l1 = old ? qcow2_read_snapshot_l1(s, old, errp) : NULL;
+    if (old && !old_l1) {
+        error_prepend(errp, "node '%s'", node->name);
+        return -1;
+    }
+    uint32_t old_idx = old ? (uint32_t)(old - s->snaps) : 0, old_l1_size = old ? old->l1_size : 0;
+    uint64_t old_l1_off = old ? old->l1_offset : 0;
     /* A disk-only snapshot keeps no vmstate: free any stray one first. */
     if (info->vm_state_size == 0 && qcow2_vmstate_discard(node, errp) < 0) {
+        free(old_l1);
         return -1;
     }
     struct qcow2_txn *t = txn_new(s, "creating snapshot '%s'", info->name);
+    t->drop_l1 = old_l1; /* finish drops the replaced snapshot's references */
+    t->drop_from = 0;
+    t->drop_to = old_l1_size;
     uint32_t size = s->l1_size, nguest = qcow2_guest_l1_entries(s, size);
     uint64_t *snl1 = dup_l1(s->l1, size, 0), snl1_off;
     for (uint32_t i = 0; i < size; i++) {
@@ -778,14 +834,38 @@ int qcow2_snapshot_create_prepare(struct block_node *node, struct block_snapshot
         return txn_fail(s, t, errp);
     }
     t->new.snaps = dup_snapshots(s->snaps, s->nb_snapshots, 1);
-    t->new.nb_snapshots = s->nb_snapshots + 1;
-    fill_new_snapshot(s, info, snl1_off, &t->new.snaps[s->nb_snapshots]);
+    t->new.nb_snapshots = s->nb_snapshots;
+    if (replace_id) {
+        /* One table without the old snapshot and with the new one: the same
+         * commit write replaces it, so no instant has neither. */
+        free_snapshot_fields(&t->new.snaps[old_idx]);
+        memmove(t->new.snaps + old_idx, t->new.snaps + old_idx + 1,
+                (s->nb_snapshots - old_idx - 1) * sizeof(*t->new.snaps));
+        t->new.nb_snapshots--;
+        add_run(t->old_runs, &t->n_old_runs, old_l1_off,
+                qcow2_clusters(s, (uint64_t)old_l1_size * 8));
+        t->fix_copied_after = true;
+    }
+    fill_new_snapshot(s, info, snl1_off, &t->new.snaps[t->new.nb_snapshots++]);
     if (write_new_table(s, t, errp) < 0) {
         return txn_fail(s, t, errp);
     }
     drop_old_l1(s, t);
     drop_old_table(s, t);
     return txn_prepared(s, t, out, errp);
+}
+
+int qcow2_snapshot_create_prepare(struct block_node *node, struct block_snapshot_info *info,
+                                  void **out, struct error **errp)
+{
+    return create_prepare(node, info, NULL, out, errp);
+}
+
+int qcow2_snapshot_replace_prepare(struct block_node *node, const char *old_id,
+                                   struct block_snapshot_info *info, void **out,
+                                   struct error **errp)
+{
+    return create_prepare(node, info, old_id, out, errp);
 }
 
 /* ---- goto ---- */

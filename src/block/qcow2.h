@@ -339,6 +339,9 @@ int qcow2_snapshot_delete(struct block_node *node, const char *name_or_id, struc
 /* Transactions (block.h): prepare, then commit, then finish, or abort. */
 int qcow2_snapshot_create_prepare(struct block_node *node, struct block_snapshot_info *info,
                                   void **txn, struct error **errp);
+int qcow2_snapshot_replace_prepare(struct block_node *node, const char *old_id,
+                                   struct block_snapshot_info *info, void **txn,
+                                   struct error **errp);
 int qcow2_snapshot_goto_prepare(struct block_node *node, const char *name_or_id, void **txn,
                                 struct error **errp);
 int qcow2_snapshot_delete_prepare(struct block_node *node, const char *name_or_id, void **txn,

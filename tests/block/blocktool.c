@@ -28,6 +28,7 @@
  *   use NODE                     make another node current
  *   txn-create NAME | txn-goto NAME | txn-delete NAME
  *                                prepare a transaction on the current node: "ok txn=K"
+ *   txn-replace OLD_ID NAME      prepare a create that replaces snapshot OLD_ID
  *   txn-commit K | txn-abort K | txn-finish K
  */
 #include <errno.h>
@@ -327,6 +328,24 @@ static int run_command(struct tool *t, int argc, char **argv, struct error **err
         }
         t->node = n;
         printf("ok\n");
+        return 0;
+    }
+    if (!strcmp(c, "txn-replace")) {
+        NEED(2);
+        struct block_snapshot_info info;
+        struct block_txn *txn = NULL;
+        memset(&info, 0, sizeof(info));
+        if (strlen(argv[2]) >= sizeof(info.name) || t->n_txns == 16) {
+            error_setg(errp, "name too long or too many transactions");
+            return -1;
+        }
+        strcpy(info.name, argv[2]);
+        info.vm_state_size = t->vm_end;
+        if (block_snapshot_replace_prepare(t->node, argv[1], &info, &txn, errp) < 0) {
+            return -1;
+        }
+        t->txns[t->n_txns] = txn;
+        printf("ok txn=%zu\n", t->n_txns++);
         return 0;
     }
     if (!strncmp(c, "txn-", 4)) {

@@ -159,3 +159,47 @@ def test_prepared_transaction_is_undone_at_close(tmp_path, pool):
         bt.ok("txn-create s")
     qemu_img_check(imgs[0])
     assert tags(imgs[0]) == []
+
+
+def test_replace_in_one_commit(tmp_path, pool):
+    img = str(tmp_path / "r.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", img, "8M")
+    with Blocktool(blockdev_qcow2(img), pool=pool) as bt:
+        bt.ok("write 0 100000 0")
+        bt.ok("vm-write 0 100000 100")
+        bt.ok("snap-create t")
+        bt.ok("snap-create other")
+        old = bt.crc("snap-vmread t 0 100000")
+        bt.ok("write 0 100000 300000")
+        bt.ok("vm-write 0 50000 200")
+        # Aborted after its commit: the old 't' is back, unchanged.
+        assert bt.ok("txn-replace 1 t") == "ok txn=0"
+        bt.ok("txn-commit 0")
+        data, _ = bt.cmd("snap-list")
+        assert [d.split()[1:3] for d in data] == [["id=2", "name=other"], ["id=3", "name=t"]]
+        bt.ok("txn-abort 0")
+        assert bt.crc("snap-vmread t 0 100000") == old
+        data, _ = bt.cmd("snap-list")
+        assert [d.split()[1:3] for d in data] == [["id=1", "name=t"], ["id=2", "name=other"]]
+        # Committed and finished: the new 't' replaces it.
+        bt.ok("txn-replace 1 t")
+        bt.ok("txn-commit 1")
+        bt.ok("txn-finish 1")
+        assert bt.crc("snap-vmread t 0 50000") == crc(open(pool, "rb").read()[200:50200])
+        _, out = bt.cmd("txn-replace 1 t", check=False)
+        assert out == "error: node 'disk0' has no snapshot with id '1'", out
+        _, out = bt.cmd("txn-replace 3 other", check=False)
+        assert out == "error: node 'disk0' already has a snapshot named 'other'", out
+    qemu_img_check(img)
+    assert tags(img) == ["other", "t"]
+
+
+def test_tags_are_checked_whole(tmp_path, pool):
+    img = str(tmp_path / "n.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", img, "8M")
+    with Blocktool(blockdev_qcow2(img), pool=pool) as bt:
+        _, out = bt.cmd("snap-create a\x01b", check=False)
+        assert out == "error: node 'disk0': snapshot name 'a\x01b' contains control character 0x1", out
+        bt.ok("snap-create " + "x" * 255)
+    qemu_img_check(img)
+    assert tags(img) == ["x" * 255]
