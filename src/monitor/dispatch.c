@@ -220,6 +220,11 @@ const char *qmp_request_command(struct qmp_request *req)
     return req->command;
 }
 
+void qmp_request_after_reply(struct qmp_request *req, void (*fn)(void *opaque), void *opaque)
+{
+    monitor_set_after_reply(req->mon, fn, opaque);
+}
+
 void qmp_request_defer(struct qmp_request *req)
 {
     if (!req->deferred) {

@@ -89,7 +89,8 @@ static char *next_word(const char *cmd, const char **pp, bool *bad, struct error
         for (p++; *p != '"'; p++) {
             char c = *p;
             if (!c) {
-                error_setg(errp, "%s: unterminated string", cmd);
+                error_setg(errp, "%s: unterminated string\r\nTry \"help %s\" for more information",
+                           cmd, cmd);
                 goto fail;
             }
             if (c == '\\') {
@@ -106,7 +107,10 @@ static char *next_word(const char *cmd, const char **pp, bool *bad, struct error
                     c = '\r';
                     break;
                 default:
-                    error_setg(errp, "%s: unsupported escape code: '\\%c'", cmd, *p ? *p : ' ');
+                    error_setg(errp,
+                               "%s: unsupported escape code: '\\%c'\r\nTry \"help %s\" for more "
+                               "information",
+                               cmd, *p ? *p : ' ', cmd);
                     goto fail;
                 }
             }
@@ -158,9 +162,12 @@ int hmp_parse_words(const char *cmd, const char *args, size_t min, size_t max, c
         out[n++] = w;
     }
     if (n < min) {
-        error_setg(errp, "%s: string expected", cmd);
+        error_setg(errp, "%s: string expected\r\nTry \"help %s\" for more information", cmd, cmd);
     } else if (*skip_space(p)) {
-        error_setg(errp, "%s: extraneous characters at the end of line", cmd);
+        error_setg(errp,
+                   "%s: extraneous characters at the end of line\r\nTry \"help %s\" for more "
+                   "information",
+                   cmd, cmd);
     } else {
         return (int)n;
     }
@@ -236,11 +243,11 @@ json_t *qmp_human_monitor_command(struct qmp_request *req,
     return ret;
 }
 
+/* QEMU's help line: "NAME PARAMS -- HELP" (two blanks when there are no params). */
 static void help_line(struct byte_buf *out, const struct hmp_command *c)
 {
     char *text = NULL;
-    if (asprintf(&text, "%s%s%s -- %s\r\n", c->name, c->params && *c->params ? " " : "",
-                 c->params ? c->params : "", c->help) < 0) {
+    if (asprintf(&text, "%s %s -- %s\r\n", c->name, c->params ? c->params : "", c->help) < 0) {
         abort();
     }
     buf_append(out, text, strlen(text));
@@ -265,7 +272,85 @@ static json_t *hmp_help(struct qmp_request *req, const char *args, struct error 
     return s;
 }
 
+/* "info" alone lists its subcommands, as QEMU's; "info X" for an unknown X is unknown. */
+static json_t *hmp_info(struct qmp_request *req, const char *args, struct error **errp)
+{
+    if (*args) {
+        char *line = NULL;
+        if (asprintf(&line, "info %s", args) < 0) {
+            abort();
+        }
+        json_t *ret = unknown_command(line);
+        free(line);
+        return ret;
+    }
+    (void)errp;
+    /* Sorted by name, as QEMU lists them. */
+    const struct hmp_command *subs[64];
+    size_t n = 0;
+    const struct hmp_command *const *tables = monitor_hmp_tables(qmp_request_monitor(req));
+    for (size_t t = 0; tables[t]; t++) {
+        for (const struct hmp_command *c = tables[t]; c->name; c++) {
+            if (!strncmp(c->name, "info ", 5) && n < sizeof(subs) / sizeof(subs[0])) {
+                size_t i = n++;
+                for (; i > 0 && strcmp(subs[i - 1]->name, c->name) > 0; i--) {
+                    subs[i] = subs[i - 1];
+                }
+                subs[i] = c;
+            }
+        }
+    }
+    struct byte_buf out;
+    buf_init(&out);
+    for (size_t i = 0; i < n; i++) {
+        help_line(&out, subs[i]);
+    }
+    json_t *ret = json_stringn((const char *)out.data, out.len);
+    buf_free(&out);
+    return ret;
+}
+
+/* As QEMU: MAJOR.MINOR.MICRO immediately followed by the package string. */
+static json_t *hmp_info_version(struct qmp_request *req, const char *args, struct error **errp)
+{
+    (void)req, (void)args, (void)errp;
+    json_t *v = monitor_version_info();
+    json_t *q = json_object_get(v, "qemu");
+    char *text = NULL;
+    if (asprintf(&text, "%lld.%lld.%lld%s\r\n",
+                 (long long)json_integer_value(json_object_get(q, "major")),
+                 (long long)json_integer_value(json_object_get(q, "minor")),
+                 (long long)json_integer_value(json_object_get(q, "micro")),
+                 json_string_value(json_object_get(v, "package"))) < 0) {
+        abort();
+    }
+    json_decref(v);
+    json_t *s = json_string(text);
+    free(text);
+    return s;
+}
+
+/* As QEMU: the -name, or nothing without one. */
+static json_t *hmp_info_name(struct qmp_request *req, const char *args, struct error **errp)
+{
+    (void)args, (void)errp;
+    const char *name = monitor_vm_name(qmp_request_monitor(req));
+    if (!name) {
+        return json_string("");
+    }
+    char *text = NULL;
+    if (asprintf(&text, "%s\r\n", name) < 0) {
+        abort();
+    }
+    json_t *s = json_string(text);
+    free(text);
+    return s;
+}
+
 const struct hmp_command hmp_core_commands[] = {
         {"help", "[cmd]", "show the help", hmp_help},
+        {"info", "[subcommand]", "show various information about the system state", hmp_info},
+        {"info version", "", "show the version of QEMU", hmp_info_version},
+        {"info name", "", "show the current VM name", hmp_info_name},
         {NULL, NULL, NULL, NULL},
 };

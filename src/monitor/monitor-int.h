@@ -51,6 +51,8 @@ const char *monitor_vm_name(struct monitor *mon); /* NULL: no -name */
  * completed one to the monitor thread.
  */
 void monitor_note_deferred(struct monitor *mon);
+/* qmp_request_after_reply(): one pending call, run by the monitor thread. */
+void monitor_set_after_reply(struct monitor *mon, void (*fn)(void *opaque), void *opaque);
 void monitor_queue_completion(struct monitor *mon, struct qmp_request *req);
 
 /* query-version's answer, also in the greeting. */

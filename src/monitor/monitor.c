@@ -66,7 +66,9 @@ struct monitor {
     const struct qmp_command *const *qmp_tables;
     const struct hmp_command *const *hmp_tables;
     struct job_manager *jobs;
-    char *vm_name; /* -name, or NULL */
+    char *vm_name;                     /* -name, or NULL */
+    void (*after_reply)(void *opaque); /* qmp_request_after_reply(), monitor thread only */
+    void *after_reply_opaque;
     int epfd;
     struct watch wake;
     int wakefd;
@@ -226,6 +228,16 @@ static void broadcast(struct monitor *mon, json_t *msg)
 
 /* ---- input ---- */
 
+/* qmp_request_after_reply(): what a command left to do once its reply is queued. */
+static void run_after_reply(struct monitor *mon)
+{
+    void (*fn)(void *) = mon->after_reply;
+    mon->after_reply = NULL;
+    if (fn) {
+        fn(mon->after_reply_opaque);
+    }
+}
+
 static void client_process(struct monitor *mon, struct client *c)
 {
     while (!c->busy && !c->closing) {
@@ -243,6 +255,7 @@ static void client_process(struct monitor *mon, struct client *c)
         json_t *reply = qmp_dispatch(mon, c->id, &c->negotiated, frame, len);
         if (reply) {
             client_send(c, reply);
+            run_after_reply(mon);
         } else {
             c->busy = true; /* later commands wait for the deferred reply */
         }
@@ -411,6 +424,12 @@ static void drain_completions(struct monitor *mon)
         list = req->next;
         finish_request(mon, req);
     }
+}
+
+void monitor_set_after_reply(struct monitor *mon, void (*fn)(void *opaque), void *opaque)
+{
+    mon->after_reply = fn;
+    mon->after_reply_opaque = opaque;
 }
 
 void monitor_note_deferred(struct monitor *mon)

@@ -66,12 +66,20 @@ json_t *qmp_query_name(struct qmp_request *req, struct error **errp)
     return name ? json_pack("{s:s}", "name", name) : json_object();
 }
 
-/* The reply goes out first: monitor_free() flushes it before exit. */
+static void request_quit(void *opaque)
+{
+    machine_request_quit(opaque);
+}
+
+/*
+ * As QEMU: the reply goes out first, then SHUTDOWN (the quit is requested
+ * once the reply is queued; monitor_free() flushes it before exit).
+ */
 json_t *qmp_quit(struct qmp_request *req, struct error **errp)
 {
     struct machine *m = need_machine(req, errp);
     if (m) {
-        machine_request_quit(m);
+        qmp_request_after_reply(req, request_quit, m);
     }
     return NULL;
 }

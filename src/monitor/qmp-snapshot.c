@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "block/block.h"
 #include "job/job.h"
 #include "machine/machine.h"
 #include "monitor/commands.h"
@@ -359,14 +360,21 @@ json_t *qmp_snapshot_delete(struct qmp_request *req, const struct qapi_args_snap
                      errp);
 }
 
+static json_t *query_snapshots_worker(struct qmp_request *req, void *opaque, struct error **errp)
+{
+    (void)opaque;
+    return vm_snapshot_query(qmp_request_machine(req), errp);
+}
+
+/* It reads every snapshot's vmstate header and description: not on the monitor thread. */
 json_t *qmp_query_snapshots(struct qmp_request *req, struct error **errp)
 {
-    struct machine *m = qmp_request_machine(req);
-    if (!m) {
+    if (!qmp_request_machine(req)) {
         error_setg(errp, "This monitor has no machine");
         return NULL;
     }
-    return vm_snapshot_query(m, errp);
+    qmp_request_run_in_thread(req, query_snapshots_worker, NULL);
+    return NULL;
 }
 
 /* ---- HMP ---- */
@@ -439,25 +447,148 @@ static json_t *hmp_delvm(struct qmp_request *req, const char *args, struct error
     return hmp_tag_call(req, OP_DELETE, "delvm", args, errp);
 }
 
-static void format_row(json_t *snap, struct byte_buf *text)
+/* QEMU's size_to_str(): three significant digits, the next unit from 1000 of one. */
+static void qemu_size(uint64_t bytes, char *buf, size_t len)
 {
-    char size[32], date[32], clock[32];
-    size_format((uint64_t)json_integer_value(json_object_get(snap, "vm-state-size")), size,
-                sizeof(size));
-    time_t secs = (time_t)json_integer_value(json_object_get(snap, "date-sec"));
+    static const char *const suffixes[] = {"", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"};
+    int i = 0;
+    double limit = 1000.0;
+    while (i < 6 && (double)bytes >= limit) {
+        i++;
+        limit *= 1024.0;
+    }
+    snprintf(buf, len, "%0.3g %sB", (double)bytes / (double)(1ull << (i * 10)), suffixes[i]);
+}
+
+/* One line of QEMU's snapshot table (bdrv_snapshot_dump); NULL id: the header. */
+static void dump_snapshot(struct byte_buf *text, const char *id, const char *tag,
+                          uint64_t vm_state_size, uint64_t date_sec, uint64_t vm_clock_nsec)
+{
+    if (!id) {
+        buf_printf(text, "%-10s%-17s%8s%20s%13s%11s\r\n", "ID", "TAG", "VM SIZE", "DATE",
+                   "VM CLOCK", "ICOUNT");
+        return;
+    }
+    char size[32], date[32] = "", clock[32];
+    qemu_size(vm_state_size, size, sizeof(size));
+    time_t secs = (time_t)date_sec;
     struct tm tm;
-    localtime_r(&secs, &tm);
-    strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
-    uint64_t ns = (uint64_t)json_integer_value(json_object_get(snap, "vm-clock-nsec"));
-    snprintf(clock, sizeof(clock), "%02llu:%02llu:%02llu.%03llu",
-             (unsigned long long)(ns / 3600000000000ULL),
-             (unsigned long long)(ns / 60000000000ULL % 60),
-             (unsigned long long)(ns / 1000000000ULL % 60),
-             (unsigned long long)(ns / 1000000ULL % 1000));
-    buf_printf(text, "%-9s %-17s %7s %19s %12s %s\r\n",
-               json_string_value(json_object_get(snap, "id")),
-               json_string_value(json_object_get(snap, "tag")), size, date, clock,
-               json_is_true(json_object_get(snap, "loadable")) ? "" : "(not loadable)");
+    if (localtime_r(&secs, &tm)) {
+        strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
+    }
+    uint64_t s = vm_clock_nsec / 1000000000ull;
+    snprintf(clock, sizeof(clock), "%02d:%02d:%02d.%03d", (int)(s / 3600), (int)(s / 60 % 60),
+             (int)(s % 60), (int)(vm_clock_nsec / 1000000 % 1000));
+    /* ICOUNT stays blank: it exists only under record/replay, which snapvm lacks. */
+    buf_printf(text, "%-9s %-16s %8s%20s%13s%11s\r\n", id, tag, size, date, clock, "");
+}
+
+static bool tag_listed(json_t *tags, const char *tag)
+{
+    size_t i;
+    json_t *t;
+    json_array_foreach(tags, i, t)
+    {
+        if (!strcmp(json_string_value(t), tag)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * QEMU's "info snapshots": the snapshots a loadvm TAG would load, then, per
+ * node, the snapshots on it that are not among them.  QEMU calls the first
+ * "present on all disks"; snapvm's are those whose recorded node set is
+ * whole (query-snapshots' `loadable`), so a snapshot that leaves out a
+ * varstore by design is listed there, and a half-deleted one is partial.
+ * QEMU names a partial section by its BlockBackend, which is '' for
+ * -blockdev nodes; snapvm names the node.  Reads every snapshot table, so it
+ * runs on a worker thread.
+ */
+static json_t *info_snapshots_worker(struct qmp_request *req, void *opaque, struct error **errp)
+{
+    (void)opaque;
+    struct machine *m = qmp_request_machine(req);
+    json_t *list = vm_snapshot_query(m, errp);
+    if (!list) {
+        return NULL;
+    }
+    json_t *global = json_array();
+    size_t i;
+    json_t *snap;
+    json_array_foreach(list, i, snap)
+    {
+        if (json_is_true(json_object_get(snap, "loadable"))) {
+            json_array_append(global, json_object_get(snap, "tag"));
+        }
+    }
+    struct byte_buf partial;
+    buf_init(&partial);
+    bool any = false;
+    struct block_graph *graph = machine_block_graph(m);
+    for (struct block_node *n = graph ? block_graph_next(graph, NULL) : NULL; n;
+         n = block_graph_next(graph, n)) {
+        struct block_snapshot_info *sn = NULL;
+        size_t count = 0;
+        if (!block_node_can_snapshot(n)) {
+            continue;
+        }
+        if (block_snapshot_list(n, &sn, &count, errp) < 0) {
+            error_prepend(errp, "node '%s'", block_node_name(n));
+            buf_free(&partial);
+            json_decref(global);
+            json_decref(list);
+            return NULL;
+        }
+        any = any || count > 0;
+        bool header = false;
+        for (size_t k = 0; k < count; k++) {
+            if (tag_listed(global, sn[k].name)) {
+                continue;
+            }
+            if (!header) {
+                buf_printf(&partial, "\r\nList of partial (non-loadable) snapshots on '%s':\r\n",
+                           block_node_name(n));
+                dump_snapshot(&partial, NULL, NULL, 0, 0, 0);
+                header = true;
+            }
+            dump_snapshot(&partial, sn[k].id, sn[k].name, sn[k].vm_state_size, sn[k].date_sec,
+                          sn[k].vm_clock_nsec);
+        }
+        free(sn);
+    }
+    json_t *out;
+    if (!any) {
+        out = json_string("There is no snapshot available.\r\n");
+    } else {
+        struct byte_buf text;
+        buf_init(&text);
+        buf_printf(&text, "List of snapshots present on all disks:\r\n");
+        if (json_array_size(global)) {
+            dump_snapshot(&text, NULL, NULL, 0, 0, 0);
+            json_array_foreach(list, i, snap)
+            {
+                if (json_is_true(json_object_get(snap, "loadable"))) {
+                    /* As QEMU: the id differs from disk to disk, so it is "--". */
+                    dump_snapshot(
+                            &text, "--", json_string_value(json_object_get(snap, "tag")),
+                            (uint64_t)json_integer_value(json_object_get(snap, "vm-state-size")),
+                            (uint64_t)json_integer_value(json_object_get(snap, "date-sec")),
+                            (uint64_t)json_integer_value(json_object_get(snap, "vm-clock-nsec")));
+                }
+            }
+        } else {
+            buf_printf(&text, "None\r\n");
+        }
+        buf_append(&text, partial.data, partial.len);
+        out = json_stringn((const char *)text.data, text.len);
+        buf_free(&text);
+    }
+    buf_free(&partial);
+    json_decref(global);
+    json_decref(list);
+    return out;
 }
 
 static json_t *hmp_info_snapshots(struct qmp_request *req, const char *args, struct error **errp)
@@ -467,34 +598,18 @@ static json_t *hmp_info_snapshots(struct qmp_request *req, const char *args, str
         error_setg(errp, "This monitor has no machine");
         return NULL;
     }
-    json_t *list = vm_snapshot_query(qmp_request_machine(req), errp);
-    if (!list) {
-        return NULL;
-    }
-    if (json_array_size(list) == 0) {
-        json_decref(list);
-        return json_string("There is no snapshot available.\r\n");
-    }
-    struct byte_buf text;
-    buf_init(&text);
-    buf_printf(&text, "List of snapshots present on all disks:\r\n");
-    buf_printf(&text, "%-9s %-17s %7s %19s %12s\r\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK");
-    size_t i;
-    json_t *snap;
-    json_array_foreach(list, i, snap)
-    {
-        format_row(snap, &text);
-    }
-    json_decref(list);
-    json_t *out = json_stringn((const char *)text.data, text.len);
-    buf_free(&text);
-    return out;
+    qmp_request_run_in_thread(req, info_snapshots_worker, NULL);
+    return NULL;
 }
 
 const struct hmp_command hmp_snapshot_commands[] = {
-        {"savevm", "[tag]", "save a VM snapshot (an existing tag is replaced)", hmp_savevm},
-        {"loadvm", "tag", "restore a VM snapshot", hmp_loadvm},
-        {"delvm", "tag", "delete a VM snapshot from every disk", hmp_delvm},
-        {"info snapshots", "", "list the VM snapshots", hmp_info_snapshots},
+        /* QEMU's help texts (hmp-commands.hx), with snapvm's HMP savevm rule added. */
+        {"savevm", "tag",
+         "save a VM snapshot. If no tag is provided, a new snapshot is created (an existing tag "
+         "is replaced)",
+         hmp_savevm},
+        {"loadvm", "tag", "restore a VM snapshot from its tag", hmp_loadvm},
+        {"delvm", "tag", "delete a VM snapshot from its tag", hmp_delvm},
+        {"info snapshots", "", "show the currently saved VM snapshots", hmp_info_snapshots},
         {NULL, NULL, NULL, NULL},
 };

@@ -85,6 +85,13 @@ struct job_manager *qmp_request_jobs(struct qmp_request *req);
 const char *qmp_request_command(struct qmp_request *req);
 
 /*
+ * Run fn(opaque) on the monitor thread right after this (not deferred)
+ * request's reply has been queued for its client: for commands whose effect
+ * QEMU lets happen after it answers (quit: the reply, then SHUTDOWN).
+ */
+void qmp_request_after_reply(struct qmp_request *req, void (*fn)(void *opaque), void *opaque);
+
+/*
  * Take the reply out of the handler's hands.  Call on the monitor thread,
  * inside the handler, before handing `req` to another thread.
  */
