@@ -162,3 +162,15 @@ def test_quit_replies_before_shutdown():
         assert first == {"return": {}, "id": "q"}
         assert second["event"] == "SHUTDOWN"
         assert vm.proc.wait(timeout=10) == 0
+
+
+def test_info_snapshots_with_a_varstore_left_out(tmp_path):
+    """The UEFI case: a snapshot that leaves the raw varstore out by design loads
+    by tag alone, so it is listed with the whole ones, not as partial."""
+    disks = [Disk("disk0", "qcow2", "64M"), Disk("vars", "raw", "1M", attach=False)]
+    with Guest(tmp_path, disks=disks) as g:
+        g.qmp.cmd("savevm", tag="a", exclude=["vars"])
+        lines = g.qmp.hmp("info snapshots").split("\r\n")
+        assert lines[:2] == ["List of snapshots present on all disks:", HEADER]
+        assert ROW.match(lines[2]).group(1, 2) == ("--", "a")
+        assert lines[3:] == [""]  # no partial section
