@@ -262,25 +262,14 @@ static int write_devices_and_header(struct save_ctx *ctx, struct error **errp)
 
 /*
  * The block snapshots on every node, all-or-nothing (create_everywhere).
- * Replacing a tag (HMP savevm): qcow2 tags are unique per image, so the old
- * snapshot goes first, on every node at once (delete_everywhere), once the
- * new vmstate is completely written, so that the window in which neither
- * exists is as short as two metadata commits.
- * TODO(snap): one commit per node for the replace, when qcow2 offers it
- * (/work/team/bugs/qcow2.md).
+ * Replacing a tag (HMP savevm): qcow2 tags are unique per image; the old
+ * snapshot is replaced at the same commit point as the new one is added,
+ * so a failure or a crash at any instant leaves one of the two.
  */
 static int create_block_snapshots(struct save_ctx *ctx, struct error **errp)
 {
-    struct snapshot_targets *t = &ctx->targets;
-    if (ctx->req->replace) {
-        bool found[SNAPSHOT_MAX_NODES];
-        if (delete_everywhere(ctx->m, t, ctx->req->tag, found, errp) < 0) {
-            error_prepend(errp, "replacing snapshot '%s'", ctx->req->tag);
-            return -1;
-        }
-    }
-    return create_everywhere(t, ctx->req->tag, vmstate_total_size(&ctx->header),
-                             ctx->header.vm_clock_ns, errp);
+    return create_everywhere(ctx->m, &ctx->targets, ctx->req->tag, vmstate_total_size(&ctx->header),
+                             ctx->header.vm_clock_ns, ctx->req->replace, errp);
 }
 
 /* Everything that happens with the guest paused: one instant for all state. */

@@ -49,11 +49,14 @@ int delete_everywhere(struct machine *m, const struct snapshot_targets *t, const
 /*
  * Create snapshot `tag` on every node of t, all-or-nothing: the vmstate
  * node's snapshot records `vm_state_size` bytes of the vmstate written so
- * far, the others are disk-only.  On failure no node has it (and the
- * vmstate written is still the active one: the caller discards it).
+ * far, the others are disk-only.  `replace`: a snapshot of that tag on a
+ * node is replaced by the new one at the same commit.  On failure no node
+ * has the new one, and every replaced one is still there (the vmstate
+ * written is still the active one: the caller discards it).
  */
-int create_everywhere(const struct snapshot_targets *t, const char *tag, uint64_t vm_state_size,
-                      uint64_t vm_clock_ns, struct error **errp);
+int create_everywhere(struct machine *m, const struct snapshot_targets *t, const char *tag,
+                      uint64_t vm_state_size, uint64_t vm_clock_ns, bool replace,
+                      struct error **errp);
 json_t *node_names(const struct snapshot_targets *t);
 void progress_total(const struct snapshot_progress *p, uint64_t total);
 void progress_advance(const struct snapshot_progress *p, uint64_t bytes);

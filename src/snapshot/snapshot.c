@@ -171,8 +171,9 @@ int delete_everywhere(struct machine *m, const struct snapshot_targets *t, const
     return 0;
 }
 
-int create_everywhere(const struct snapshot_targets *t, const char *tag, uint64_t vm_state_size,
-                      uint64_t vm_clock_ns, struct error **errp)
+int create_everywhere(struct machine *m, const struct snapshot_targets *t, const char *tag,
+                      uint64_t vm_state_size, uint64_t vm_clock_ns, bool replace,
+                      struct error **errp)
 {
     struct timespec now; /* one date for the snapshot on every node */
     clock_gettime(CLOCK_REALTIME, &now);
@@ -186,7 +187,22 @@ int create_everywhere(const struct snapshot_targets *t, const char *tag, uint64_
         info.date_sec = (uint64_t)now.tv_sec;
         info.date_nsec = (uint32_t)now.tv_nsec;
         info.vm_clock_nsec = vm_clock_ns;
-        if (block_snapshot_create_prepare(t->nodes[i], &info, &set.txn[i], errp) < 0) {
+        /*
+         * Replacing (HMP savevm of an existing tag): the old snapshot goes
+         * in the same commit write that adds the new one, so no instant
+         * leaves neither.  RAM mapped from it is made private first: its
+         * clusters are released when the replace finishes.
+         */
+        struct block_snapshot_info old;
+        bool replacing = replace && block_snapshot_find(t->nodes[i], tag, &old) == 0;
+        if (replacing && (check_id(t->nodes[i], old.id, errp) < 0 ||
+                          restore_release(m, t->nodes[i], old.id, errp) < 0)) {
+            txn_set_abort(&set, errp);
+            return -1;
+        }
+        if ((replacing
+                     ? block_snapshot_replace_prepare(t->nodes[i], old.id, &info, &set.txn[i], errp)
+                     : block_snapshot_create_prepare(t->nodes[i], &info, &set.txn[i], errp)) < 0) {
             error_prepend(errp, "creating snapshot '%s' on node '%s'", tag,
                           block_node_name(t->nodes[i]));
             txn_set_abort(&set, errp);

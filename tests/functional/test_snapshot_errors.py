@@ -344,3 +344,46 @@ def test_a_disk_that_stays_failing_never_leaves_a_running_half_loaded_guest(tmp_
         assert g.qmp.cmd("query-status")["status"] == "running"
         g.resync()
         assert (g.guest.sum(), g.sector(1, 3)) == saved
+
+
+def test_replacing_a_tag_under_a_write_error_keeps_the_old_or_the_new(tmp_path):
+    """HMP savevm of an existing tag, with the Nth write failing (EIO): the
+    old snapshot is replaced at the same commit point that adds the new one,
+    so afterwards the tag exists on every node, and loads either the state
+    it had (the save failed) or the new one (it succeeded) -- never nothing."""
+    env = fault_env(tmp_path)
+    disks = [Disk("d0", "qcow2", "16M"), Disk("d1", "qcow2", "16M")]
+    with Guest(tmp_path, disks=disks, mem="16", env=env) as g:
+        ctl = FaultCtl(env["SNAPVM_FAULT_CTL"])
+
+        def new_state(seed):
+            g.guest.cmd(f"fill {seed} 2")
+            g.guest.cmd(f"disk write 1 3 {seed}")
+            return (g.guest.sum(), g.sector(1, 3))
+
+        good = new_state(1)
+        assert g.qmp.hmp("savevm a") == ""
+        ctl.reset()
+        good = new_state(2)
+        assert g.qmp.hmp("savevm a") == ""
+        writes = ctl.counts()["write"]
+        failed = 0
+        for n in list(range(1, writes + 1, 3)) + [writes + 1]:
+            state = new_state(10 + n)
+            ctl.arm(f"op=write,nth={n},errno=EIO")
+            out = g.qmp.hmp("savevm a")
+            ctl.disarm()
+            if out:
+                failed += 1
+                assert out.startswith("Error: ") and "Input/output error" in out, (n, out)
+            else:
+                good = state
+            snaps = g.qmp.cmd("query-snapshots")
+            assert [(s["tag"], sorted(s["nodes"])) for s in snaps] == [("a", ["d0", "d1"])], \
+                (n, out, snaps)
+            g.qmp.cmd("loadvm", tag="a")
+            g.resync()
+            assert (g.guest.sum(), g.sector(1, 3)) == good, (n, out)
+        assert failed >= 1
+    for d in ("d0", "d1"):
+        assert qemu_img_check(str(tmp_path / f"{d}.qcow2"))[0] == 0
