@@ -103,8 +103,9 @@ static void show_bytes(struct progress *p, const char *status, uint64_t done, ui
             snprintf(rest + n, sizeof(rest) - (size_t)n, "  %s/s  %s left", r, l);
         }
         int room = term_cols() - 1 - (int)strlen(p->what) - 3 - (int)strlen(rest);
-        int width = room > 24 ? 24 : room;
-        char bar[27] = "";
+        enum { BAR_MAX = 24 };
+        int width = room > BAR_MAX ? BAR_MAX : room;
+        char bar[BAR_MAX + 4] = ""; /* " [" + width + "]" + NUL */
         if (width >= 6) {
             int fill = pct * width / 100;
             bar[0] = ' ';
