@@ -229,15 +229,34 @@ static int file_open(struct block_node *node, json_t *opts, struct error **errp)
         error_setg(errp, "driver 'file' needs option 'filename'");
         return -1;
     }
-    int fd = open(filename, (node->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer (nor a device
+     * for carrier); what is not a regular file or block device is refused
+     * before anything reads from it. */
+    int fd = open(filename, (node->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         error_setg_errno(errp, errno, "could not open '%s'%s", filename,
                          node->read_only ? "" : " for writing");
         return -1;
     }
     struct stat st;
-    if (fstat(fd, &st) < 0 || S_ISDIR(st.st_mode)) {
-        error_setg(errp, "'%s' is a directory, not an image file", filename);
+    if (fstat(fd, &st) < 0) {
+        error_setg_errno(errp, errno, "could not stat '%s'", filename);
+        close(fd);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+        error_setg(errp, "'%s' is %s, not an image file (a regular file or block device)", filename,
+                   S_ISDIR(st.st_mode)    ? "a directory"
+                   : S_ISFIFO(st.st_mode) ? "a FIFO"
+                   : S_ISCHR(st.st_mode)  ? "a character device"
+                   : S_ISSOCK(st.st_mode) ? "a socket"
+                                          : "not a regular file");
+        close(fd);
+        return -1;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+        error_setg_errno(errp, errno, "could not set up '%s'", filename);
         close(fd);
         return -1;
     }

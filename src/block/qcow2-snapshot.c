@@ -99,6 +99,13 @@ static int read_one(struct qcow2_state *s, uint64_t p, uint64_t fsize, struct qc
     if (!sn->name) {
         return -1;
     }
+    /* Names and ids are compared whole: a NUL inside one would hide the rest. */
+    if (strlen(sn->id) != id_len || strlen(sn->name) != name_len) {
+        error_setg(errp, "snapshot '%.64s': its %s (%u bytes) contains a NUL byte", sn->name,
+                   strlen(sn->id) != id_len ? "id" : "name",
+                   strlen(sn->id) != id_len ? id_len : name_len);
+        return -1;
+    }
     if ((sn->l1_offset & (s->cluster_size - 1)) || (uint64_t)sn->l1_size * 8 > QCOW2_MAX_L1_BYTES ||
         sn->l1_offset > fsize || (uint64_t)sn->l1_size * 8 > fsize - sn->l1_offset ||
         (sn->l1_size && !sn->l1_offset)) {
@@ -108,6 +115,12 @@ static int read_one(struct qcow2_state *s, uint64_t p, uint64_t fsize, struct qc
     }
     *next = (end + 7) & ~7ull;
     return 0;
+}
+
+static int cmp_snapshot_id(const void *a, const void *b)
+{
+    const struct qcow2_snapshot *const *x = a, *const *y = b;
+    return strcmp((*x)->id, (*y)->id);
 }
 
 int qcow2_read_snapshots(struct qcow2_state *s, struct error **errp)
@@ -125,6 +138,26 @@ int qcow2_read_snapshots(struct qcow2_state *s, struct error **errp)
         }
     }
     s->snapshots_size = s->nb_snapshots ? p - s->snapshots_offset : 0;
+    /* Ids must be unique (lookups by id would pick one of two at random). */
+    const struct qcow2_snapshot **by_id = calloc(s->nb_snapshots + 1, sizeof(*by_id));
+    if (!by_id) {
+        abort();
+    }
+    for (uint32_t i = 0; i < s->nb_snapshots; i++) {
+        by_id[i] = &s->snaps[i];
+    }
+    qsort(by_id, s->nb_snapshots, sizeof(*by_id), cmp_snapshot_id);
+    for (uint32_t i = 1; i < s->nb_snapshots; i++) {
+        if (!strcmp(by_id[i]->id, by_id[i - 1]->id)) {
+            error_setg(errp,
+                       "the snapshot table has two snapshots with id '%.64s' ('%.64s' and "
+                       "'%.64s')",
+                       by_id[i]->id, by_id[i - 1]->name, by_id[i]->name);
+            free(by_id);
+            return -1;
+        }
+    }
+    free(by_id);
     return 0;
 }
 

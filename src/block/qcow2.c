@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <zstd.h>
 
 #include "util/keyval.h"
@@ -369,6 +370,39 @@ static int check_tables(struct qcow2_state *s, uint64_t fsize, const char *fn, s
     return 0;
 }
 
+/*
+ * The files of the backing chain being opened (open is recursive and runs on
+ * one thread), so that a chain that comes back to one of its own files is
+ * refused by name instead of recursing to the depth limit.
+ */
+#define CHAIN_MAX 64
+static __thread struct {
+    dev_t dev;
+    ino_t ino;
+} chain[CHAIN_MAX];
+
+static int check_chain_loop(struct qcow2_state *s, const char *path, int depth, struct error **errp)
+{
+    struct stat st, self;
+    int fd = block_node_host_fd(s->file);
+    if (depth < 0 || depth >= CHAIN_MAX - 1 || fd < 0 || fstat(fd, &self) < 0) {
+        return 0; /* the depth limit still applies */
+    }
+    chain[depth].dev = self.st_dev;
+    chain[depth].ino = self.st_ino;
+    if (stat(path, &st) < 0) {
+        return 0; /* opening it reports the error */
+    }
+    for (int d = 0; d <= depth; d++) {
+        if (chain[d].dev == st.st_dev && chain[d].ino == st.st_ino) {
+            error_setg(errp, "the backing chain loops: '%s' is already in it%s", path,
+                       d == depth ? " (the image is its own backing file)" : "");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int open_backing(struct qcow2_state *s, const uint8_t *h, json_t *opts,
                         const struct header_ext_info *x, int depth, struct error **errp)
 {
@@ -402,6 +436,10 @@ static int open_backing(struct qcow2_state *s, const uint8_t *h, json_t *opts,
                  name);
     } else {
         snprintf(path, sizeof(path), "%s", name);
+    }
+    if (check_chain_loop(s, path, depth, errp) < 0) {
+        error_prepend(errp, "backing file of '%s'", s->node->filename);
+        return -1;
     }
     s->backing = block_open_backing(s->node, path, x->backing_fmt[0] ? x->backing_fmt : NULL,
                                     depth + 1, errp);

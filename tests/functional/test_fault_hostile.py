@@ -186,11 +186,7 @@ def hostile(case, workdir, base):
 # Cases whose correct handling is not on main yet, with the owner whose fix
 # they wait for (the bug, with these names, is in /work/team/bugs/<owner>.md).
 # Everything else in the corpus runs here.
-PENDING = {
-    # qcow2: hangs at open
-    "snap-name-overflows": "qcow2", "snap-duplicate-id": "qcow2",
-    "backing-fifo": "qcow2", "backing-dev-zero": "qcow2",
-}
+PENDING = {}
 LANDED = [c.name for c in CASES if c.name not in PENDING]
 
 
