@@ -572,13 +572,22 @@ int describe_select_save(struct machine *m, const struct snapshot_request *req,
 
 /* ---- the current marker ---- */
 
-/* On disk (little-endian, 32 bytes): magic, CRC-32 of bytes [8, 32), generation, uuid. */
-#define MARKER_SIZE  32
-#define MARKER_MAGIC 0x72756373u /* "scur" */
+/*
+ * On disk (little-endian, 48 bytes): magic, CRC-32 of bytes [8, 48),
+ * generation, the current snapshot's uuid, and its fallback: the nearest
+ * ancestor of it that existed when the marker was written.  The fallback
+ * closes the window of a delete of the current snapshot: between the
+ * delete's commit and the marker's rewrite, the marker names a snapshot
+ * that is gone, and its fallback is what the rewrite will name.
+ */
+#define MARKER_SIZE  48
+#define MARKER_MAGIC 0x32756373u /* "scu2" */
+#define UUID_BYTES   (DESCRIBE_UUID_LEN / 2)
 
 struct marker {
     uint64_t generation;
-    uint8_t uuid[DESCRIBE_UUID_LEN / 2]; /* all zero: the VM is at no snapshot */
+    char uuid[DESCRIBE_UUID_LEN + 1];     /* "": the VM is at no snapshot with a record */
+    char fallback[DESCRIBE_UUID_LEN + 1]; /* "": none */
 };
 
 static void put_le(uint8_t *p, uint64_t v, int bytes)
@@ -597,6 +606,28 @@ static uint64_t get_le(const uint8_t *p, int bytes)
     return v;
 }
 
+static void uuid_to_hex(const uint8_t *raw, char out[DESCRIBE_UUID_LEN + 1])
+{
+    bool any = false;
+    for (size_t i = 0; i < UUID_BYTES; i++) {
+        any |= raw[i] != 0;
+        snprintf(out + 2 * i, 3, "%02x", raw[i]);
+    }
+    if (!any) {
+        out[0] = 0;
+    }
+}
+
+static void uuid_from_hex(const char *hex, uint8_t *raw)
+{
+    memset(raw, 0, UUID_BYTES);
+    for (size_t i = 0; hex && *hex && i < UUID_BYTES; i++) {
+        unsigned byte;
+        sscanf(hex + 2 * i, "%2x", &byte);
+        raw[i] = (uint8_t)byte;
+    }
+}
+
 static bool read_marker(struct block_node *n, struct marker *out)
 {
     uint8_t buf[MARKER_SIZE];
@@ -605,10 +636,11 @@ static bool read_marker(struct block_node *n, struct marker *out)
         block_header_ext_read(n, DESCRIBE_CURRENT_EXT, buf, sizeof(buf), &len, NULL) < 0 ||
         len != MARKER_SIZE || get_le(buf, 4) != MARKER_MAGIC ||
         get_le(buf + 4, 4) != vmstate_crc32(buf + 8, MARKER_SIZE - 8)) {
-        return false; /* none, or torn: no marker */
+        return false; /* none, torn, or of another layout: no marker */
     }
     out->generation = get_le(buf + 8, 8);
-    memcpy(out->uuid, buf + 16, sizeof(out->uuid));
+    uuid_to_hex(buf + 16, out->uuid);
+    uuid_to_hex(buf + 16 + UUID_BYTES, out->fallback);
     return true;
 }
 
@@ -626,21 +658,50 @@ static bool newest_marker(struct block_graph *g, struct marker *out)
     return found;
 }
 
+static bool uuid_exists(struct block_graph *g, const char *uuid)
+{
+    if (!*uuid) {
+        return false;
+    }
+    struct description *d = find_by_uuid(g, uuid);
+    describe_free(d);
+    return d != NULL;
+}
+
+/* The nearest of `ancestors` (parent first) that still exists; "" if none. */
+static void nearest_existing(struct block_graph *g, const json_t *ancestors,
+                             char out[DESCRIBE_UUID_LEN + 1])
+{
+    size_t i;
+    json_t *a;
+    json_array_foreach(ancestors, i, a)
+    {
+        if (uuid_exists(g, json_string_value(a))) {
+            snprintf(out, DESCRIBE_UUID_LEN + 1, "%s", json_string_value(a));
+            return;
+        }
+    }
+    out[0] = 0;
+}
+
 bool describe_current(struct block_graph *g, char uuid[DESCRIBE_UUID_LEN + 1])
 {
     struct marker mk;
     if (!newest_marker(g, &mk)) {
         return false;
     }
-    bool any = false;
-    for (size_t i = 0; i < sizeof(mk.uuid); i++) {
-        any |= mk.uuid[i] != 0;
-        snprintf(uuid + 2 * i, 3, "%02x", mk.uuid[i]);
+    const char *at = uuid_exists(g, mk.uuid)       ? mk.uuid
+                     : uuid_exists(g, mk.fallback) ? mk.fallback
+                                                   : NULL;
+    if (!at) {
+        return false;
     }
-    return any;
+    snprintf(uuid, DESCRIBE_UUID_LEN + 1, "%s", at);
+    return true;
 }
 
-static void write_markers(struct machine *m, const struct snapshot_targets *t, const char *uuid)
+static void write_markers(struct machine *m, const struct snapshot_targets *t, const char *uuid,
+                          const char *fallback)
 {
     struct marker mk = {0};
     if (newest_marker(machine_block_graph(m), &mk)) {
@@ -651,11 +712,8 @@ static void write_markers(struct machine *m, const struct snapshot_targets *t, c
     uint8_t buf[MARKER_SIZE] = {0};
     put_le(buf, MARKER_MAGIC, 4);
     put_le(buf + 8, mk.generation, 8);
-    for (size_t i = 0; uuid && i < DESCRIBE_UUID_LEN / 2; i++) {
-        unsigned byte;
-        sscanf(uuid + 2 * i, "%2x", &byte);
-        buf[16 + i] = (uint8_t)byte;
-    }
+    uuid_from_hex(uuid, buf + 16);
+    uuid_from_hex(fallback, buf + 16 + UUID_BYTES);
     put_le(buf + 4, vmstate_crc32(buf + 8, MARKER_SIZE - 8), 4);
     for (size_t i = 0; i < t->count; i++) {
         struct error *err = NULL;
@@ -667,30 +725,40 @@ static void write_markers(struct machine *m, const struct snapshot_targets *t, c
     }
 }
 
+/* The VM is at `uuid` (""/NULL: none): the marker names it and its nearest existing ancestor. */
+static void mark_at(struct machine *m, const struct snapshot_targets *t, const char *uuid)
+{
+    char fallback[DESCRIBE_UUID_LEN + 1] = "";
+    struct description *d = uuid && *uuid ? find_by_uuid(machine_block_graph(m), uuid) : NULL;
+    if (d) {
+        nearest_existing(machine_block_graph(m), describe_ancestors(d), fallback);
+        describe_free(d);
+    }
+    write_markers(m, t, uuid, fallback);
+}
+
 void describe_set_current(struct machine *m, const struct snapshot_targets *t,
                           const struct description *d)
 {
-    write_markers(m, t, d ? d->uuid : NULL);
+    mark_at(m, t, d ? d->uuid : NULL);
 }
 
 void describe_deleted(struct machine *m, const struct snapshot_targets *t,
                       const struct description *gone)
 {
     struct block_graph *g = machine_block_graph(m);
-    char uuid[DESCRIBE_UUID_LEN + 1];
-    if (!gone || !describe_current(g, uuid) || strcmp(uuid, gone->uuid) != 0) {
-        return; /* the VM was not at it: nothing moves */
+    struct marker mk;
+    if (!gone || !newest_marker(g, &mk)) {
+        return;
     }
-    size_t i;
-    json_t *a;
-    json_array_foreach(describe_ancestors(gone), i, a)
-    {
-        struct description *up = find_by_uuid(g, json_string_value(a));
-        if (up) {
-            write_markers(m, t, up->uuid);
-            describe_free(up);
-            return;
-        }
+    char up[DESCRIBE_UUID_LEN + 1];
+    if (!strcmp(mk.uuid, gone->uuid)) {
+        /* The VM was at it: its nearest existing ancestor becomes current (as libvirt does). */
+        nearest_existing(g, describe_ancestors(gone), up);
+        mark_at(m, t, up);
+    } else if (!strcmp(mk.fallback, gone->uuid)) {
+        /* It was the current snapshot's fallback: the next ancestor up takes its place. */
+        nearest_existing(g, describe_ancestors(gone), up);
+        write_markers(m, t, mk.uuid, up);
     }
-    write_markers(m, t, NULL);
 }

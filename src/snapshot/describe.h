@@ -30,10 +30,13 @@
  * "Current" -- the snapshot the VM was last saved to or loaded from -- is
  * VM state, not snapshot state, and it must survive a restart.  It is kept
  * in a qcow2 header extension of snapvm's own (block_header_ext_*) on every
- * node of the last save or load, as {generation, uuid}: the marker with the
- * highest generation among the VM's nodes wins, so nodes that took no part
- * in the latest operation cannot outvote it.  Why there and not in the
- * active vmstate area: the header extension is 32 bytes written in place
+ * node of the last save or load, as {generation, uuid, fallback}: the
+ * marker with the highest generation among the VM's nodes wins, so nodes
+ * that took no part in the latest operation cannot outvote it; the fallback
+ * (the nearest existing ancestor when it was written) is current while the
+ * named snapshot is gone, which covers a crash between a delete of the
+ * current snapshot and the marker's move to its parent.  Why there and not
+ * in the active vmstate area: the header extension is 48 bytes written in place
  * (one atomic sector write, checksummed), costs no cluster, and survives
  * both snapvm's live save -- which rewrites the active vmstate area from
  * its first byte while the guest runs, so a failed or cancelled save would
