@@ -693,26 +693,51 @@ int qcow2_txn_abort(struct block_node *node, void *txn, struct error **errp)
     if (t->state != TXN_PREPARED) {
         /* The header may select the new view: write the old one back.  Its
          * tables are intact (finish has not run), so this restores it. */
-        if (write_view(s, &t->old, errp) < 0 || qcow2_barrier(s, errp) < 0) {
+        struct error *err = NULL;
+        int rc = write_view(s, &t->old, &err);
+        bool wrote = rc == 0;
+        if (rc == 0) {
+            rc = qcow2_barrier(s, &err);
+        }
+        if (rc < 0) {
+            /* What does the file say now?  A write that returned an error did
+             * not reach the page cache, so what reads back is what a re-open
+             * sees.  After a failed flush the disk may still hold either
+             * header: then nothing is freed (at worst leaks). */
             int which = read_back_view(s, t);
-            error_prepend(errp, "node '%s': %s: undoing it failed", node->name, t->what);
-            if (which == 0 || which == 1) {
-                /* Match what a re-open would see now; free nothing (both views
-                 * keep every reference they need: at worst leaks). */
-                if (which == 1 && t->state == TXN_UNKNOWN) {
-                    install_view(s, &t->new);
-                } else if (which == 0 && t->state == TXN_COMMITTED) {
+            if (which == 0 && wrote) {
+                if (t->state == TXN_COMMITTED) {
                     install_view(s, &t->old);
                 }
-                error_prepend(errp, "the image keeps the %s state (with leaked clusters)",
-                              which ? "new" : "old");
-            } else {
-                s->broken = true;
-                error_prepend(errp, "metadata state unknown; the node refuses writes until "
-                                    "the image is reopened");
+                error_propagate(errp, err);
+                error_prepend(errp, "node '%s': %s: undoing it failed", node->name, t->what);
+                error_prepend(errp, "the image keeps the old state (with leaked clusters)");
+                txn_free(t);
+                return -1;
             }
-            txn_free(t);
-            return -1;
+            if (which == 0) {
+                log_warn("node '%s': %s: rewriting the old header failed (%s), but the image "
+                         "reads the old state: undone",
+                         node->name, t->what, err->message);
+                error_free(err);
+            } else {
+                error_propagate(errp, err);
+                error_prepend(errp, "node '%s': %s: undoing it failed", node->name, t->what);
+                if (which == 1) {
+                    /* Match what a re-open would see; free nothing (both states
+                     * keep every reference they need: at worst leaks). */
+                    if (t->state == TXN_UNKNOWN) {
+                        install_view(s, &t->new);
+                    }
+                    error_prepend(errp, "the image keeps the new state (with leaked clusters)");
+                } else {
+                    s->broken = true;
+                    error_prepend(errp, "metadata state unknown; the node refuses writes until "
+                                        "the image is reopened");
+                }
+                txn_free(t);
+                return -1;
+            }
         }
         if (t->state == TXN_COMMITTED) {
             install_view(s, &t->old);

@@ -171,17 +171,20 @@ def test_one_fault_at_every_io(tmp_path, pool, op, kind, errno):
 
 
 @pytest.mark.parametrize("op", list(OPS))
-def test_disk_that_stays_broken(tmp_path, pool, op):
-    """From the Nth write on every write fails (count=0): the operation happened or
-    not, qemu-img check finds no errors (leaks at most), and the next clean open
-    reclaims the leaks."""
+@pytest.mark.parametrize("count", [0, 2])
+def test_disk_that_stays_broken(tmp_path, pool, op, count):
+    """From the Nth write on every write fails (count=0), or two in a row (count=2:
+    at the commit write, the undo's rewrite of the old header fails too, so the
+    state is read back from the file): the operation happened or not, qemu-img
+    check finds no errors (leaks at most), and the next clean open reclaims the
+    leaks."""
     base = base_image(tmp_path, pool)
     before = state(base, tmp_path)
     _, _, counts, _, _ = run_case(tmp_path, pool, base, op, None)
     after = state(str(tmp_path / "f.qcow2"), tmp_path)
     problems = []
     for n in range(1, counts["write"] + 1):
-        spec = f"op=write,nth={n},errno=ENOSPC,count=0"
+        spec = f"op=write,nth={n},errno=ENOSPC,count={count}"
         img, out, _, _, _ = run_case(tmp_path, pool, base, op, spec)
         # While the disk refuses every write, raised refcounts cannot be lowered
         # again: leaks, and COPIED hints that disagree with them (QEMU counts
