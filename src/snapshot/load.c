@@ -69,6 +69,37 @@ int find_vmstate_node(struct load_ctx *ctx, struct error **errp)
 }
 
 /*
+ * The snapshots of one tag on the nodes of the set must be one whole-VM
+ * snapshot: every node's was taken at the same instant of the guest's
+ * clock (a save records one vm-clock on every node).  A tag whose nodes
+ * disagree is torn -- a save that died between two nodes' commits, or
+ * snapshots made apart (qemu-img snapshot -c on one disk) -- and loading it
+ * would mix disks from different instants: refuse it, naming the node.
+ */
+static int check_one_instant(struct load_ctx *ctx, struct error **errp)
+{
+    for (size_t i = 0; i < ctx->targets.count; i++) {
+        struct block_node *n = ctx->targets.nodes[i];
+        struct block_snapshot_info info;
+        if (n == ctx->vmstate || block_snapshot_find(n, ctx->req->tag, &info) < 0) {
+            continue;
+        }
+        if (info.vm_clock_nsec != ctx->vm_info.vm_clock_nsec) {
+            error_setg(errp,
+                       "Snapshot '%s' on node '%s' was not taken at the same instant as the one "
+                       "on node '%s' (vm-clock %llu ns, not %llu ns): the snapshot is torn (a "
+                       "save interrupted between nodes, or disk snapshots made apart) and "
+                       "cannot be loaded as one VM state",
+                       ctx->req->tag, block_node_name(n), block_node_name(ctx->vmstate),
+                       (unsigned long long)info.vm_clock_nsec,
+                       (unsigned long long)ctx->vm_info.vm_clock_nsec);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/*
  * The header (covered by its CRC) is the one record of the machine's shape:
  * RAM size, which also fixes where the device section lies, and vCPU count.
  */
@@ -253,7 +284,8 @@ int vm_snapshot_load(struct machine *m, const struct snapshot_request *req,
     if (check_tag(req->tag, errp) < 0 ||
         describe_select_load(m, req, &ctx.targets, &desc, errp) < 0 ||
         require_tag_everywhere(&ctx.targets, req->tag, errp) < 0 ||
-        find_vmstate_node(&ctx, errp) < 0 || read_and_check_vmstate(&ctx, errp) < 0) {
+        find_vmstate_node(&ctx, errp) < 0 || check_one_instant(&ctx, errp) < 0 ||
+        read_and_check_vmstate(&ctx, errp) < 0) {
         goto out;
     }
     if (machine_snapshot_pause(m, RUN_STATE_RESTORE_VM, errp) < 0) {

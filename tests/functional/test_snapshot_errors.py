@@ -387,3 +387,26 @@ def test_replacing_a_tag_under_a_write_error_keeps_the_old_or_the_new(tmp_path):
         assert failed >= 1
     for d in ("d0", "d1"):
         assert qemu_img_check(str(tmp_path / f"{d}.qcow2"))[0] == 0
+
+
+
+def test_a_torn_snapshot_is_refused(tmp_path):
+    """A tag whose snapshots on the nodes were not taken at one instant (a
+    save that died between two nodes' commits; here: qemu-img replaced one
+    disk's) would load disks from different times: refused, naming the node,
+    and nothing changes."""
+    disks = [Disk("d0", "qcow2", "64M"), Disk("d1", "qcow2", "32M")]
+    with Guest(tmp_path, disks=disks) as g:
+        g.qmp.cmd("savevm", tag="a")
+    d1 = str(tmp_path / "d1.qcow2")
+    subprocess.run(["qemu-img", "snapshot", "-d", "a", d1], check=True)
+    subprocess.run(["qemu-img", "snapshot", "-c", "a", d1], check=True)
+    with Guest(tmp_path, disks=disks) as g:
+        g.guest.cmd("disk write 1 4 9")
+        sector = g.sector(1, 4)
+        desc = expect_error(g.qmp, "loadvm", tag="a")
+        assert desc.startswith("Snapshot 'a' on node 'd1' was not taken at the same instant as "
+                               "the one on node 'd0' (vm-clock 0 ns, not "), desc
+        assert "the snapshot is torn" in desc, desc
+        assert g.qmp.cmd("query-status")["status"] == "running"
+        assert g.sector(1, 4) == sector
