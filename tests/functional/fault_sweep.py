@@ -163,8 +163,7 @@ def verify_snapshots(rundir, want, r):
             if tag not in tags:
                 continue
             g.next_tick()
-            g.qmp.cmd("stop")
-            g.guest.drain()
+            g.stop_for_load()
             try:
                 g.qmp.cmd("loadvm", tag=tag)
             except QMPError as e:

@@ -96,14 +96,30 @@ class Guest:
     # ---- guest state ----
 
     def paused_tick(self):
-        """Stop the VM (after its next tick) and return the last tick it printed."""
+        """Stop the VM (after its next tick) and return its tick count: the
+        last tick it printed, or the one it was printing when the stop cut
+        its line (the count goes up before the line goes out).  Exact, not
+        timed: once stop has answered, all the guest printed has been sent
+        (settle() reads it all), and nothing more comes."""
         self.next_tick()
         self.qmp.cmd("stop")
-        time.sleep(0.05)
-        self.guest.drain()
+        partial = self.guest.settle()
         ticks = [int(m.group(1)) for m in map(TICK_RE.match, self.guest.lines) if m]
         assert ticks, "the guest printed no tick"
+        if partial:
+            # Only a tick line can be unfinished here: every command's reply has come.
+            cut = partial.rstrip("\r")
+            assert f"tick {ticks[-1] + 1}".startswith(cut), f"the stop cut a line {partial!r}"
+            return ticks[-1] + 1
         return ticks[-1]
+
+    def stop_for_load(self):
+        """Stop the VM and read all it printed, ending a line the stop cut:
+        what a snapshot loaded next prints starts a line of its own, so
+        next_tick() after the load reads the loaded guest's tick, never this
+        guest's (in flight, or glued to the loaded guest's output)."""
+        self.qmp.cmd("stop")
+        self.guest.settle(cut=True)
 
     def next_tick(self, timeout=5):
         """The next `tick N` line the guest prints."""

@@ -76,8 +76,7 @@ def test_savevm_on_a_full_filesystem(small_fs, room):
     with Guest(small_fs, disks=disks, mem=MEM, name="verify") as g:
         for tag, st in snaps.items():
             g.next_tick()
-            g.qmp.cmd("stop")
-            g.guest.drain()
+            g.stop_for_load()
             g.qmp.cmd("loadvm", tag=tag)
             g.qmp.cmd("cont")
             assert g.next_tick() == st.tick + 1, tag

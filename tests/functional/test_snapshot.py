@@ -31,8 +31,7 @@ def test_load_brings_back_ram_disk_and_tick(tmp_path):
         assert g.guest.cmd("disk write 0 7 1") == "ok"
         assert g.guest.cmd("disk write 1 3 2") == "ok"
         assert g.guest.sum() != ram
-        g.qmp.cmd("stop")
-        g.guest.drain()
+        g.stop_for_load()
         g.qmp.cmd("loadvm", tag="t1")
         g.qmp.cmd("cont")
         assert g.next_tick() == t + 1
@@ -86,8 +85,7 @@ def test_snapshot_survives_the_process(tmp_path):
     # loadvm into a freshly booted process.
     with Guest(tmp_path, disks=disks) as g:
         g.guest.cmd("fill 6 8")
-        g.qmp.cmd("stop")
-        g.guest.drain()
+        g.stop_for_load()
         g.qmp.cmd("loadvm", tag="keep")
         g.qmp.cmd("cont")
         assert g.next_tick() == t + 1

@@ -17,6 +17,7 @@ computation: keep them in step with guest/lib.c.
 """
 import os
 import queue
+import select
 import re
 import signal
 import socket
@@ -89,6 +90,10 @@ class VM:
         self._stderr_path = os.path.join(self.tmpdir, "stderr.log")
         self._reader = None
         self._stderr = None
+        self._fd = None
+        self._rlock = threading.Lock()  # held while bytes are read and split into lines
+        self._partial = b""  # the start of a line whose end has not arrived
+        self._eof = False
 
     # ---- lifecycle ----
 
@@ -110,14 +115,12 @@ class VM:
         )
         if self.serial == "unix":
             self.sock = self._connect(self.serial_path)
-            source = self.sock.makefile("rb")
-        elif self.serial == "stdio":
-            source = self.proc.stdout
+            self._fd = self.sock.fileno()
         else:
-            source = self.proc.stdout  # the default back end (stdio), or nothing
-        if source is not None:
-            self._reader = threading.Thread(target=self._read_lines, args=(source,), daemon=True)
-            self._reader.start()
+            # stdio, or serial=None: the default back end (stdio), or nothing
+            self._fd = self.proc.stdout.fileno()
+        self._reader = threading.Thread(target=self._read_lines, daemon=True)
+        self._reader.start()
         return self
 
     def _connect(self, path, timeout=10):
@@ -135,10 +138,64 @@ class VM:
                     raise VMError(f"cannot connect to {path}")
                 time.sleep(0.02)
 
-    def _read_lines(self, f):
-        for raw in iter(f.readline, b""):
-            self._q.put(raw.decode(errors="replace").rstrip("\r\n"))
-        self._q.put(None)
+    def _read_lines(self):
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        while True:
+            # A timeout, so that a closed fd (whose number may be reused)
+            # is noticed through _eof rather than watched for ever.
+            ready = poller.poll(200)
+            with self._rlock:
+                if self._eof or (ready and not self._pump()):
+                    return
+
+    def _pump(self):
+        """Read what the fd holds now, without blocking, and queue its
+        complete lines; at EOF queue the last partial line and None.
+        Called with _rlock held; returns False at EOF."""
+        if self._eof:
+            return False
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        while True:
+            try:
+                if not poller.poll(0):
+                    return True
+                data = os.read(self._fd, 65536)
+            except (OSError, ValueError):
+                data = b""
+            if not data:
+                if self._partial:
+                    self._queue_line(self._partial)
+                    self._partial = b""
+                self._eof = True
+                self._q.put(None)
+                return False
+            *lines, self._partial = (self._partial + data).split(b"\n")
+            for raw in lines:
+                self._queue_line(raw)
+
+    def _queue_line(self, raw):
+        self._q.put(raw.decode(errors="replace").rstrip("\r\n"))
+
+    def settle(self, cut=False):
+        """Read every byte snapvm has written to the serial line so far, into
+        `lines` (as drain() does), and return the start of a line it has not
+        finished ('' if none).  Meant for a stopped guest: once QMP `stop` has
+        answered, every vCPU is parked and everything the guest printed is
+        in the pipe or socket, so what this returns is all of it -- no
+        output is still in flight.  With cut=True that unfinished line ends
+        here (it goes to `lines` as it is), so that what the guest prints
+        next starts a line of its own: use it before loading a snapshot,
+        whose guest carries on from another point of its output."""
+        with self._rlock:
+            self._pump()
+            partial = self._partial.decode(errors="replace")
+            if cut and self._partial:
+                self._queue_line(self._partial)
+                self._partial = b""
+        self.drain()
+        return "" if cut else partial
 
     def stderr(self):
         if not self._stderr.closed:
@@ -171,6 +228,13 @@ class VM:
         self._close()
 
     def _close(self):
+        with self._rlock:  # what is left is read, and the reader stops, before the fds go
+            if self._fd is not None and self._pump():
+                if self._partial:
+                    self._queue_line(self._partial)
+                    self._partial = b""
+                self._eof = True
+                self._q.put(None)
         if self.sock:
             self.sock.close()
             self.sock = None
