@@ -124,6 +124,9 @@ static int check_machine_shape(struct load_ctx *ctx, struct error **errp)
 /* Read and check header and device records: nothing is touched yet. */
 int read_and_check_vmstate(struct load_ctx *ctx, struct error **errp)
 {
+    if (check_one_instant(ctx, errp) < 0) {
+        return -1;
+    }
     const char *tag = ctx->req->tag;
     snprintf(ctx->where, sizeof(ctx->where), "snapshot '%s' on node '%s'", tag,
              block_node_name(ctx->vmstate));
@@ -284,8 +287,7 @@ int vm_snapshot_load(struct machine *m, const struct snapshot_request *req,
     if (check_tag(req->tag, errp) < 0 ||
         describe_select_load(m, req, &ctx.targets, &desc, errp) < 0 ||
         require_tag_everywhere(&ctx.targets, req->tag, errp) < 0 ||
-        find_vmstate_node(&ctx, errp) < 0 || check_one_instant(&ctx, errp) < 0 ||
-        read_and_check_vmstate(&ctx, errp) < 0) {
+        find_vmstate_node(&ctx, errp) < 0 || read_and_check_vmstate(&ctx, errp) < 0) {
         goto out;
     }
     if (machine_snapshot_pause(m, RUN_STATE_RESTORE_VM, errp) < 0) {

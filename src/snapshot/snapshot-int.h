@@ -79,7 +79,8 @@ struct load_ctx {
 int require_tag_everywhere(const struct snapshot_targets *t, const char *tag, struct error **errp);
 /* Which node holds the vmstate: `vmstate` if given, else the node whose snapshot has one. */
 int find_vmstate_node(struct load_ctx *ctx, struct error **errp);
-/* Read and check the header and every device record; nothing is touched. */
+/* Check that the tag is one instant on every node, then read and check the header and
+ * every record; nothing is touched. */
 int read_and_check_vmstate(struct load_ctx *ctx, struct error **errp);
 
 #endif

@@ -408,5 +408,7 @@ def test_a_torn_snapshot_is_refused(tmp_path):
         assert desc.startswith("Snapshot 'a' on node 'd1' was not taken at the same instant as "
                                "the one on node 'd0' (vm-clock 0 ns, not "), desc
         assert "the snapshot is torn" in desc, desc
+        entry = {s["tag"]: s for s in g.qmp.cmd("query-snapshots")}["a"]
+        assert entry["loadable"] is False and entry["reason"] == desc, entry
         assert g.qmp.cmd("query-status")["status"] == "running"
         assert g.sector(1, 4) == sector
