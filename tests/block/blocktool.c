@@ -532,6 +532,10 @@ int main(int argc, char **argv)
         }
         free(line);
     }
+    /* Transactions left open are undone, as snapvm's callers must. */
+    for (size_t k = 0; k < t.n_txns; k++) {
+        block_snapshot_txn_abort(t.txns[k], NULL);
+    }
     block_graph_free(t.graph);
     free(t.pool);
     return failed ? 1 : 0;

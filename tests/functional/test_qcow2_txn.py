@@ -151,7 +151,7 @@ def test_committed_create_and_delete_finish(tmp_path, pool):
         assert tags(img) == []
 
 
-def test_prepared_transaction_is_undone_at_close(tmp_path, pool):
+def test_prepared_transaction_is_undone_at_exit(tmp_path, pool):
     imgs = two_disks(tmp_path)
     with open_two(imgs, pool) as bt:
         bt.ok("use a")
