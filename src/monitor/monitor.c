@@ -238,6 +238,8 @@ static void run_after_reply(struct monitor *mon)
     }
 }
 
+static void drain_events(struct monitor *mon);
+
 static void client_process(struct monitor *mon, struct client *c)
 {
     while (!c->busy && !c->closing) {
@@ -254,6 +256,14 @@ static void client_process(struct monitor *mon, struct client *c)
         }
         json_t *reply = qmp_dispatch(mon, c->id, &c->negotiated, frame, len);
         if (reply) {
+            /*
+             * Events queued by other threads go out first.  A job's
+             * JOB_STATUS_CHANGE is queued under the job lock together with
+             * the change, so a reply that shows a job concluded (query-jobs)
+             * never reaches a client before the event that announced it:
+             * a client that saw the reply has the event too.
+             */
+            drain_events(mon);
             client_send(c, reply);
             run_after_reply(mon);
         } else {
@@ -401,6 +411,7 @@ static void finish_request(struct monitor *mon, struct qmp_request *req)
     json_t *reply = qmp_request_reply(req, req->ret, req->err);
     req->ret = NULL;
     req->err = NULL;
+    drain_events(mon); /* before the reply: see client_process() */
     struct client *c = find_client(mon, req->client_id);
     if (c) {
         client_send(c, reply);
