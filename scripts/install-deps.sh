@@ -9,6 +9,7 @@ set -euo pipefail
 PACKAGES=(
     build-essential meson ninja-build pkg-config   # build
     libjansson-dev zlib1g-dev libzstd-dev          # JSON, compressed clusters
+    liburing-dev                                   # io_uring: the vmstate writer
     libcmocka-dev python3-pytest                   # unit and functional tests
     qemu-utils qemu-system-x86                     # qemu-img oracle, benchmark peer
     clang llvm libclang-rt-14-dev                  # libFuzzer and sanitizers

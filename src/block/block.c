@@ -643,6 +643,12 @@ int block_vmstate_read(struct block_node *node, uint64_t pos, void *buf, size_t 
     SNAP_CALL(node, false, node->drv->vmstate_read(node, pos, buf, len, errp));
 }
 
+int block_vmstate_write_ram(struct block_node *node, const struct block_vmstate_run *runs, size_t n,
+                            uint64_t *page_map, uint64_t map_pos, struct error **errp)
+{
+    SNAP_CALL(node, true, node->drv->vmstate_write_ram(node, runs, n, page_map, map_pos, errp));
+}
+
 int block_vmstate_discard(struct block_node *node, struct error **errp)
 {
     SNAP_CALL(node, true, node->drv->vmstate_discard(node, errp));

@@ -106,6 +106,27 @@ int block_vmstate_write(struct block_node *node, uint64_t pos, const void *buf, 
 int block_vmstate_discard(struct block_node *node, struct error **errp);
 
 /*
+ * Guest RAM into the active vmstate area, a whole cluster at a time: each
+ * run's buffer replaces [pos, pos + len) of the area (len a multiple of
+ * 4096).  All-zero 4 KiB pages take no disk space (an all-zero cluster is
+ * left or made unallocated; inside a cluster with data, zero pages are
+ * holes in the host file), and a cluster shared with a snapshot is never
+ * read: it is replaced by a new one built from the buffer.  Many writes are
+ * in flight at once, and data written where no cluster was (a fresh area)
+ * costs no flush until block_snapshot_create().  Runs must be sorted by
+ * pos and not overlap.  If page_map is not NULL, bit i says whether the
+ * page at vmstate position map_pos + i * 4096 is now stored non-zero (set
+ * or cleared for every page of the runs at or past map_pos).
+ */
+struct block_vmstate_run {
+    uint64_t pos;
+    const void *buf;
+    uint64_t len;
+};
+int block_vmstate_write_ram(struct block_node *node, const struct block_vmstate_run *runs, size_t n,
+                            uint64_t *page_map, uint64_t map_pos, struct error **errp);
+
+/*
  * Create a snapshot of the current disk state plus the vmstate written so far.
  * info->name is the tag (must be new on this node; no control characters, and both
  * strings NUL-terminated within their arrays: longer ones are refused); info->id is assigned

@@ -680,3 +680,10 @@ int qcow2_fix_copied(struct qcow2_state *s, struct error **errp)
     s->l1_write_pending = false;
     return 0;
 }
+
+/* For the vmstate RAM writer (qcow2-vmstate.c), which plans whole clusters itself. */
+int qcow2_l2_for_write(struct qcow2_state *s, uint32_t l1i, uint8_t **l2, uint64_t *l2off,
+                       struct error **errp)
+{
+    return l2_for_write(s, l1i, l2, l2off, errp);
+}

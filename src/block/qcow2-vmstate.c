@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/writer.h"
+
 static int check_vmstate_range(struct qcow2_state *s, uint64_t pos, uint64_t len,
                                struct error **errp)
 {
@@ -141,6 +143,422 @@ int qcow2_snapshot_vmstate_map(struct block_node *node, const char *name_or_id, 
         free(*extents);
         *extents = NULL;
         *count = 0;
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* the RAM writer: whole clusters from guest RAM, zero pages as holes    */
+
+/*
+ * Why whole clusters, built from RAM: a cluster that holds a changed page is
+ * rewritten from the caller's buffer in full, so no old cluster is ever read
+ * (no read-modify-write), and where the old cluster is shared with a
+ * snapshot the new one simply replaces it in the active L2 table (the
+ * snapshot keeps its own reference).  Zero pages never occupy disk: an
+ * all-zero cluster is left or made unallocated, and inside a cluster that
+ * has data only the non-zero page runs are written -- the rest is a hole,
+ * either because the cluster is new at the end of the file (never written)
+ * or because we punch it.  So a full save costs the disk exactly the
+ * non-zero pages, whatever the cluster size.
+ *
+ * Ordering (the rule of qcow2-cluster.c, batched): allocate every new
+ * cluster (refcount 1), write all data and holes (many in flight), then,
+ * where an L2 entry replaces one that referenced a cluster, flush
+ * (qcow2_barrier: data and new refcounts durable), write the changed L2
+ * entries, and queue the drops of the replaced clusters for the next flush.
+ * Where nothing is replaced (a fresh vmstate area), the L2 entries stay in
+ * the cache until the next flush point (qcow2_flush_deferred), as for
+ * qcow2_write_active: one flush per save instead of one per write.
+ */
+#define PAGE_SZ                 4096u
+#define QCOW2_MAX_CLUSTER_PAGES ((2u << 20) / PAGE_SZ) /* 2 MiB: the largest cluster */
+
+struct ram_cluster {
+    uint64_t voff; /* virtual offset of the cluster */
+    const uint8_t *src;
+    uint64_t old;    /* L2 entry before */
+    uint64_t target; /* host cluster (0: all zero, no data) */
+    bool in_place;   /* a NORMAL cluster with refcount 1: overwrite */
+    bool fresh;      /* new, at or past the end of the file: holes need no punch */
+    uint64_t zero[QCOW2_MAX_CLUSTER_PAGES / 64]; /* bit i: page i of the cluster is zero */
+};
+
+/* A write being gathered: runs adjacent in the file and in memory become one. */
+struct pending_write {
+    uint64_t off, len;
+    const uint8_t *buf;
+};
+
+struct ram_group {
+    uint32_t l1i;
+    uint8_t *l2;
+    uint64_t l2off;
+    size_t first, count; /* clusters[first .. first + count) */
+    bool drops;          /* some entry replaces a referenced cluster */
+};
+
+static bool page_zero(const uint8_t *p)
+{
+    const uint64_t *w = (const uint64_t *)p;
+    uint64_t acc = 0;
+    for (size_t i = 0; i < PAGE_SZ / 8; i++) {
+        acc |= w[i];
+    }
+    return acc == 0;
+}
+
+static void map_assign(uint64_t *map, uint64_t i, bool v)
+{
+    if (v) {
+        map[i / 64] |= 1ull << (i % 64);
+    } else {
+        map[i / 64] &= ~(1ull << (i % 64));
+    }
+}
+
+static bool cl_zero(const struct ram_cluster *c, uint64_t page)
+{
+    return c->zero[page / 64] >> (page % 64) & 1;
+}
+
+/* Does the cluster hold any non-zero page?  Records every page (mask, map). */
+static bool scan_cluster(struct qcow2_state *s, struct ram_cluster *c, uint64_t pos,
+                         uint64_t *page_map, uint64_t map_pos)
+{
+    bool any = false;
+    for (uint64_t i = 0; i < s->cluster_size / PAGE_SZ; i++) {
+        bool nz = !page_zero(c->src + i * PAGE_SZ);
+        any |= nz;
+        if (!nz) {
+            c->zero[i / 64] |= 1ull << (i % 64);
+        }
+        if (page_map && pos + i * PAGE_SZ >= map_pos) {
+            map_assign(page_map, (pos + i * PAGE_SZ - map_pos) / PAGE_SZ, nz);
+        }
+    }
+    return any;
+}
+
+static void pending_flush(struct io_writer *w, struct pending_write *p)
+{
+    if (p->len) {
+        io_writer_write(w, p->off, p->buf, p->len);
+        p->len = 0;
+    }
+}
+
+/* Data runs and holes of one cluster (data runs merged across clusters). */
+static void submit_cluster(struct qcow2_state *s, struct io_writer *w, const struct ram_cluster *c,
+                           struct pending_write *p)
+{
+    uint64_t pages = s->cluster_size / PAGE_SZ, i = 0;
+    while (i < pages) {
+        bool zero = cl_zero(c, i);
+        uint64_t end = i + 1;
+        while (end < pages && cl_zero(c, end) == zero) {
+            end++;
+        }
+        uint64_t off = c->target + i * PAGE_SZ, len = (end - i) * PAGE_SZ;
+        const uint8_t *buf = c->src + i * PAGE_SZ;
+        if (!zero) {
+            if (p->len && p->off + p->len == off && p->buf + p->len == buf &&
+                p->len < (64u << 20)) {
+                p->len += len;
+            } else {
+                pending_flush(w, p);
+                *p = (struct pending_write){.off = off, .len = len, .buf = buf};
+            }
+        } else if (!c->fresh) {
+            io_writer_punch(w, off, len);
+        }
+        i = end;
+    }
+}
+
+/* Plan one cluster: what it holds now and where its data goes. */
+static int plan_cluster(struct qcow2_state *s, struct ram_group *g, struct ram_cluster *c,
+                        uint64_t *page_map, uint64_t map_pos, uint64_t *need_new,
+                        struct error **errp)
+{
+    uint64_t idx = (c->voff >> s->cluster_bits) & (s->l2_entries - 1);
+    c->old = be64_get(g->l2 + idx * 8);
+    enum qcow2_cluster_type t = qcow2_entry_type(s, c->old);
+    bool data = scan_cluster(s, c, c->voff - qcow2_vmstate_offset(s, s->size), page_map, map_pos);
+    bool referenced = t == QCOW2_CLUSTER_NORMAL || t == QCOW2_CLUSTER_ZERO_ALLOC ||
+                      t == QCOW2_CLUSTER_COMPRESSED;
+    c->target = 0;
+    c->in_place = false;
+    if (data && t == QCOW2_CLUSTER_NORMAL) {
+        uint64_t host = c->old & L2E_OFFSET_MASK, refs = 0;
+        if (host & (s->cluster_size - 1)) {
+            error_setg(errp, "L2 entry %#llx points to an unaligned cluster (image corrupt)",
+                       (unsigned long long)c->old);
+            return -1;
+        }
+        if (qcow2_get_refcount(s, host >> s->cluster_bits, &refs, errp) < 0) {
+            return -1;
+        }
+        if (refs == 1) {
+            if (qcow2_overlaps_metadata(s, host, 1)) {
+                error_setg(errp,
+                           "node '%s': vmstate L2 entry %#llx points at metadata (image "
+                           "corrupt); refusing to write there",
+                           s->node->name, (unsigned long long)c->old);
+                return -1;
+            }
+            c->in_place = true;
+            c->target = host;
+        }
+    }
+    if (data && !c->in_place) {
+        (*need_new)++;
+        c->target = 1; /* placeholder: allocated below */
+    }
+    g->drops |= referenced && !c->in_place;
+    return 0;
+}
+
+static void release_groups(struct qcow2_state *s, struct ram_group *groups, size_t ng)
+{
+    for (size_t i = 0; i < ng; i++) {
+        if (groups[i].l2) {
+            qcow2_cache_put(&s->l2_cache, groups[i].l2);
+        }
+    }
+}
+
+/* The new L2 entry for a planned cluster. */
+static uint64_t new_entry(const struct qcow2_state *s, const struct ram_cluster *c)
+{
+    if (!c->target) {
+        return qcow2_entry_type(s, c->old) == QCOW2_CLUSTER_ZERO_PLAIN ? c->old : 0;
+    }
+    return c->target | QCOW_OFLAG_COPIED;
+}
+
+/* Make the group's entries live (phase 4 above); 0 or -1 (entries unchanged). */
+static int commit_group(struct qcow2_state *s, struct ram_group *g, struct ram_cluster *cl,
+                        bool *flushed, struct error **errp)
+{
+    uint64_t lo = UINT64_MAX, hi = 0;
+    for (size_t k = g->first; k < g->first + g->count; k++) {
+        uint64_t idx = (cl[k].voff >> s->cluster_bits) & (s->l2_entries - 1);
+        uint64_t want = new_entry(s, &cl[k]);
+        if (be64_get(g->l2 + idx * 8) != want) {
+            lo = idx < lo ? idx : lo;
+            hi = idx > hi ? idx : hi;
+            be64_put(g->l2 + idx * 8, want);
+        }
+    }
+    if (lo == UINT64_MAX) {
+        return 0;
+    }
+    if (!g->drops) {
+        qcow2_cache_mark_dirty(&s->l2_cache, g->l2, lo * 8, (hi + 1) * 8);
+        return 0;
+    }
+    /* Data and refcounts of the new clusters before any entry names them. */
+    int rc = *flushed ? 0 : qcow2_barrier(s, errp);
+    *flushed = rc == 0;
+    if (rc == 0) {
+        rc = qcow2_file_pwrite(s, g->l2off + lo * 8, g->l2 + lo * 8, (hi - lo + 1) * 8, errp);
+    }
+    if (rc < 0) {
+        for (size_t k = g->first; k < g->first + g->count; k++) {
+            uint64_t idx = (cl[k].voff >> s->cluster_bits) & (s->l2_entries - 1);
+            be64_put(g->l2 + idx * 8, cl[k].old);
+        }
+        return -1;
+    }
+    for (size_t k = g->first; k < g->first + g->count; k++) {
+        if (cl[k].old != new_entry(s, &cl[k]) && !cl[k].in_place) {
+            if (qcow2_entry_type(s, cl[k].old) == QCOW2_CLUSTER_COMPRESSED) {
+                s->dbuf_entry = 0;
+            }
+            qcow2_drop_later(s, cl[k].old, false);
+        }
+    }
+    return 0;
+}
+
+/* Whole clusters [voff, voff + len) from src: the clusters appended to *cl. */
+static void add_clusters(struct qcow2_state *s, uint64_t voff, const uint8_t *src, uint64_t len,
+                         struct ram_cluster **cl, size_t *n, size_t *cap)
+{
+    for (uint64_t off = 0; off < len; off += s->cluster_size) {
+        if (*n == *cap) {
+            *cap = *cap ? *cap * 2 : 256;
+            *cl = realloc(*cl, *cap * sizeof(**cl));
+            if (!*cl) {
+                abort();
+            }
+        }
+        (*cl)[(*n)++] = (struct ram_cluster){.voff = voff + off, .src = src + off};
+    }
+}
+
+static int write_clusters(struct qcow2_state *s, struct ram_cluster *cl, size_t n,
+                          uint64_t *page_map, uint64_t map_pos, struct error **errp)
+{
+    /* Group by L2 table (the runs come sorted, so each table once). */
+    struct ram_group *groups = calloc(n ? n : 1, sizeof(*groups));
+    if (!groups) {
+        abort();
+    }
+    size_t ng = 0;
+    uint64_t need_new = 0, base = 0;
+    int rc = 0;
+    for (size_t k = 0; k < n && rc == 0; k++) {
+        uint32_t l1i = (uint32_t)((cl[k].voff >> s->cluster_bits) >> s->l2_bits);
+        if (ng == 0 || groups[ng - 1].l1i != l1i) {
+            struct ram_group *g = &groups[ng++];
+            *g = (struct ram_group){.l1i = l1i, .first = k};
+            rc = qcow2_l2_for_write(s, l1i, &g->l2, &g->l2off, errp);
+            if (rc < 0) {
+                g->l2 = NULL;
+                break;
+            }
+        }
+        groups[ng - 1].count++;
+        rc = plan_cluster(s, &groups[ng - 1], &cl[k], page_map, map_pos, &need_new, errp);
+    }
+    uint64_t eof = file_node_size(s->file);
+    if (rc == 0 && need_new) {
+        rc = qcow2_alloc_clusters(s, need_new, &base, errp);
+        if (rc < 0) {
+            need_new = 0;
+        }
+        for (size_t k = 0, j = 0; rc == 0 && k < n; k++) {
+            if (cl[k].target == 1) {
+                cl[k].target = base + (j++ << s->cluster_bits);
+                cl[k].fresh = cl[k].target >= eof;
+            }
+        }
+    }
+    struct io_writer w;
+    if (rc == 0) {
+        io_writer_init(&w, block_node_host_fd(s->file), s->file->filename);
+        struct pending_write p = {0};
+        for (size_t k = 0; k < n; k++) {
+            if (cl[k].target) {
+                submit_cluster(s, &w, &cl[k], &p);
+            }
+        }
+        pending_flush(&w, &p);
+        rc = io_writer_drain(&w, errp);
+        io_writer_destroy(&w);
+    }
+    bool flushed = false;
+    size_t committed = 0;
+    for (; rc == 0 && committed < ng; committed++) {
+        rc = commit_group(s, &groups[committed], cl, &flushed, errp);
+    }
+    if (rc < 0 && need_new) {
+        /* New clusters of the groups not made live go back. */
+        for (size_t gi = committed; gi < ng; gi++) {
+            struct ram_group *g = &groups[gi];
+            for (size_t k = g->first; k < g->first + g->count; k++) {
+                if (cl[k].target && !cl[k].in_place) {
+                    qcow2_free_clusters(s, cl[k].target, 1, NULL);
+                }
+            }
+        }
+    }
+    release_groups(s, groups, ng);
+    free(groups);
+    return rc;
+}
+
+/*
+ * Pages outside whole clusters (a partial cluster at the end of RAM, or
+ * clusters smaller than a page) through the ordinary write path, page by
+ * page: non-zero pages in runs, and a zero page only where the map says a
+ * non-zero one is stored (or where there is no map).
+ */
+static int write_pages(struct qcow2_state *s, uint64_t base, uint64_t pos, const uint8_t *buf,
+                       uint64_t len, uint64_t *page_map, uint64_t map_pos, struct error **errp)
+{
+    static const uint8_t zero_page[PAGE_SZ];
+    uint64_t run = 0; /* bytes of non-zero pages gathered at pos - run */
+    for (uint64_t off = 0; off <= len; off += PAGE_SZ) {
+        bool end = off + PAGE_SZ > len;
+        bool nz = !end && !page_zero(buf + off);
+        if (run && (end || !nz)) {
+            if (qcow2_write_active(s, base + pos + off - run, buf + off - run, run, errp) < 0) {
+                return -1;
+            }
+            run = 0;
+        }
+        if (end) {
+            break;
+        }
+        uint64_t idx = (pos + off - map_pos) / PAGE_SZ;
+        bool mapped = page_map && pos + off >= map_pos;
+        if (nz) {
+            run += PAGE_SZ;
+        } else if ((!mapped || page_map[idx / 64] >> (idx % 64) & 1) &&
+                   qcow2_write_active(s, base + pos + off, zero_page, PAGE_SZ, errp) < 0) {
+            return -1;
+        }
+        if (mapped) {
+            map_assign(page_map, idx, nz);
+        }
+    }
+    return 0;
+}
+
+int qcow2_vmstate_write_ram(struct block_node *node, const struct block_vmstate_run *runs, size_t n,
+                            uint64_t *page_map, uint64_t map_pos, struct error **errp)
+{
+    struct qcow2_state *s = node->opaque;
+    uint64_t base = qcow2_vmstate_offset(s, s->size);
+    struct ram_cluster *cl = NULL;
+    size_t ncl = 0, cap = 0;
+    int rc = qcow2_check_writable(s, errp);
+    uint64_t end_l1 = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const struct block_vmstate_run *r = &runs[i];
+        rc = check_vmstate_range(s, r->pos, r->len, errp);
+        if (rc == 0 && r->len) {
+            uint64_t e = (((base + r->pos + r->len - 1) >> s->cluster_bits) >> s->l2_bits) + 1;
+            end_l1 = e > end_l1 ? e : end_l1;
+        }
+    }
+    if (rc == 0 && end_l1 > s->l1_size) {
+        rc = qcow2_grow_l1(s, (uint32_t)end_l1, errp);
+    }
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const struct block_vmstate_run *r = &runs[i];
+        const uint8_t *buf = r->buf;
+        uint64_t pos = r->pos, len = r->len;
+        /* Clusters the run covers whole go through the batch; the rest (a
+         * partial cluster at either end, clusters smaller than a page)
+         * through the ordinary write path. */
+        bool batch = s->cluster_size >= PAGE_SZ;
+        uint64_t head =
+                batch ? (s->cluster_size - (pos & (s->cluster_size - 1))) & (s->cluster_size - 1)
+                      : len;
+        head = head < len ? head : len;
+        if (head) {
+            rc = write_pages(s, base, pos, buf, head, page_map, map_pos, errp);
+            pos += head, buf += head, len -= head;
+        }
+        uint64_t whole = len & ~(s->cluster_size - 1);
+        if (rc == 0 && whole) {
+            add_clusters(s, base + pos, buf, whole, &cl, &ncl, &cap);
+            pos += whole, buf += whole, len -= whole;
+        }
+        if (rc == 0 && len) {
+            rc = write_pages(s, base, pos, buf, len, page_map, map_pos, errp);
+        }
+    }
+    if (rc == 0 && ncl) {
+        rc = write_clusters(s, cl, ncl, page_map, map_pos, errp);
+    }
+    free(cl);
+    if (rc < 0) {
+        error_prepend(errp, "node '%s': writing the vmstate", node->name);
     }
     return rc;
 }

@@ -705,6 +705,7 @@ const struct block_driver block_driver_qcow2 = {
         .vmstate_write = qcow2_vmstate_write,
         .vmstate_read = qcow2_vmstate_read,
         .vmstate_discard = qcow2_vmstate_discard,
+        .vmstate_write_ram = qcow2_vmstate_write_ram,
         .snapshot_vmstate_read = qcow2_snapshot_vmstate_read,
         .snapshot_vmstate_map = qcow2_snapshot_vmstate_map,
         .header_ext_read = qcow2_header_ext_read,

@@ -296,6 +296,12 @@ int qcow2_read_l1(struct qcow2_state *s, const uint64_t *l1, uint32_t l1_size, u
 int qcow2_write_active(struct qcow2_state *s, uint64_t voff, const uint8_t *buf, size_t len,
                        struct error **errp);
 int qcow2_grow_l1(struct qcow2_state *s, uint32_t min_size, struct error **errp);
+/*
+ * The active L2 table for L1 index l1i, pinned (qcow2_cache_put when done),
+ * allocated or copied first if it is missing or shared with a snapshot.
+ */
+int qcow2_l2_for_write(struct qcow2_state *s, uint32_t l1i, uint8_t **l2, uint64_t *l2off,
+                       struct error **errp);
 /* Write the deferred vmstate L2 entries (after a flush); a no-op if none. */
 int qcow2_flush_deferred(struct qcow2_state *s, struct error **errp);
 int qcow2_write_l1_entry(struct qcow2_state *s, uint32_t idx, struct error **errp);
@@ -369,6 +375,8 @@ int qcow2_vmstate_write(struct block_node *node, uint64_t pos, const void *buf, 
                         struct error **errp);
 int qcow2_vmstate_read(struct block_node *node, uint64_t pos, void *buf, size_t len,
                        struct error **errp);
+int qcow2_vmstate_write_ram(struct block_node *node, const struct block_vmstate_run *runs,
+                            size_t n, uint64_t *page_map, uint64_t map_pos, struct error **errp);
 int qcow2_snapshot_vmstate_read(struct block_node *node, const char *name_or_id, uint64_t pos,
                                 void *buf, size_t len, struct error **errp);
 /* qcow2-header-ext.c: application header extensions (see there). */

@@ -1,7 +1,9 @@
 /*
- * Guest RAM save/load for snapshots (see ram.h).  Writes are batched into
- * runs of up to RAM_IO_CHUNK bytes: large aligned writes are what the block
- * layer and the disk handle best.
+ * Guest RAM save/load for snapshots (see ram.h).  Pages to store are
+ * widened to whole clusters (the block layer rebuilds a cluster from RAM
+ * rather than reading it back) and handed over in batches of runs of up to
+ * RAM_IO_CHUNK bytes of RAM: one batch is many writes in flight and at most
+ * one flush, and the node's lock is free between batches for guest disk I/O.
  */
 #include "snapshot/ram.h"
 
@@ -12,7 +14,7 @@
 #include "snapshot/vmstate.h"
 
 #define PAGE         VMSTATE_PAGE_SIZE
-#define RAM_IO_CHUNK (8u << 20)
+#define RAM_IO_CHUNK (32u << 20) /* RAM per block-layer batch: the node lock's longest hold */
 
 bool page_is_zero(const void *p)
 {
@@ -29,15 +31,6 @@ static bool bit_get(const uint64_t *map, uint64_t i)
     return (map[i / 64] >> (i % 64)) & 1;
 }
 
-static void bit_assign(uint64_t *map, uint64_t i, bool v)
-{
-    if (v) {
-        map[i / 64] |= 1ULL << (i % 64);
-    } else {
-        map[i / 64] &= ~(1ULL << (i % 64));
-    }
-}
-
 int ram_saver_init(struct ram_saver *s, struct block_node *node, uint64_t ram_offset,
                    const uint8_t *ram, uint64_t ram_size, struct error **errp)
 {
@@ -49,6 +42,14 @@ int ram_saver_init(struct ram_saver *s, struct block_node *node, uint64_t ram_of
                    (unsigned long long)pages);
         return -1;
     }
+    s->runs = calloc(RAM_MAX_RUNS, sizeof(*s->runs));
+    if (!s->runs) {
+        free(s->stored);
+        error_setg(errp, "out of memory for the RAM writer");
+        return -1;
+    }
+    uint32_t cs = block_node_cluster_size(node);
+    s->cluster_pages = cs > PAGE ? cs / PAGE : 1;
     s->node = node;
     s->ram_offset = ram_offset;
     s->ram = ram;
@@ -59,70 +60,151 @@ int ram_saver_init(struct ram_saver *s, struct block_node *node, uint64_t ram_of
 void ram_saver_destroy(struct ram_saver *s)
 {
     free(s->stored);
+    free(s->runs);
     s->stored = NULL;
+    s->runs = NULL;
 }
 
-/* Does page i need writing now, and what will it hold afterwards? */
-static bool page_needs_write(struct ram_saver *s, uint64_t i, bool *nonzero)
+/* Stored-map bits set in pages [first, first + count). */
+static uint64_t count_stored(const struct ram_saver *s, uint64_t first, uint64_t count)
 {
-    *nonzero = !page_is_zero(s->ram + i * PAGE);
-    return *nonzero || bit_get(s->stored, i);
+    uint64_t n = 0;
+    for (uint64_t i = first; i < first + count; i++) {
+        n += bit_get(s->stored, i);
+    }
+    return n;
 }
 
-static int write_run(struct ram_saver *s, uint64_t first, uint64_t count, struct error **errp)
+static void report_progress(struct ram_saver *s, uint64_t pages)
 {
-    uint64_t len = count * PAGE;
-    if (block_vmstate_write(s->node, s->ram_offset + first * PAGE, s->ram + first * PAGE, len,
-                            errp) < 0) {
-        error_prepend(errp, "writing guest RAM at 0x%llx", (unsigned long long)(first * PAGE));
+    if (s->progress && pages) {
+        s->progress(s->opaque, pages * PAGE);
+    }
+}
+
+/* Hand the collected runs to the block layer in one batch. */
+static int batch_flush(struct ram_saver *s, struct error **errp)
+{
+    if (s->nruns == 0) {
+        return 0;
+    }
+    if (s->cancelled && s->cancelled(s->opaque)) {
+        error_setg(errp, "the snapshot was cancelled");
         return -1;
     }
-    s->bytes_written += len;
+    uint64_t before = 0, after = 0, pages = 0;
+    for (size_t i = 0; i < s->nruns; i++) {
+        uint64_t first = (s->runs[i].pos - s->ram_offset) / PAGE, count = s->runs[i].len / PAGE;
+        before += count_stored(s, first, count);
+        pages += count;
+    }
+    if (block_vmstate_write_ram(s->node, s->runs, s->nruns, s->stored, s->ram_offset, errp) < 0) {
+        error_prepend(errp, "writing guest RAM (%zu runs from 0x%llx)", s->nruns,
+                      (unsigned long long)(s->runs[0].pos - s->ram_offset));
+        s->nruns = 0;
+        return -1;
+    }
+    for (size_t i = 0; i < s->nruns; i++) {
+        after += count_stored(s, (s->runs[i].pos - s->ram_offset) / PAGE, s->runs[i].len / PAGE);
+    }
+    s->pages_stored = s->pages_stored - before + after;
+    s->bytes_written += after * PAGE;
+    s->nruns = 0;
+    s->batch_bytes = 0;
+    report_progress(s, pages);
     return 0;
 }
 
-static void report_progress(struct ram_saver *s, uint64_t *reported, uint64_t upto)
+/* Queue pages [first, first + count) (already cluster-aligned) for the batch. */
+static int batch_add(struct ram_saver *s, uint64_t first, uint64_t count, struct error **errp)
 {
-    if (s->progress && upto > *reported) {
-        s->progress(s->opaque, (upto - *reported) * PAGE);
+    while (count > 0) {
+        uint64_t room = (RAM_IO_CHUNK - s->batch_bytes) / PAGE;
+        uint64_t n = count < room ? count : room;
+        struct block_vmstate_run *last = s->nruns ? &s->runs[s->nruns - 1] : NULL;
+        uint64_t pos = s->ram_offset + first * PAGE;
+        if (last && last->pos + last->len == pos) {
+            last->len += n * PAGE;
+        } else {
+            s->runs[s->nruns++] = (struct block_vmstate_run){
+                    .pos = pos, .buf = s->ram + first * PAGE, .len = n * PAGE};
+        }
+        s->batch_bytes += n * PAGE;
+        first += n;
+        count -= n;
+        if ((s->batch_bytes >= RAM_IO_CHUNK || s->nruns == RAM_MAX_RUNS) &&
+            batch_flush(s, errp) < 0) {
+            return -1;
+        }
     }
-    *reported = upto;
+    return 0;
+}
+
+/* The pages of the clusters that hold pages [first, first + count). */
+static void cluster_span(const struct ram_saver *s, uint64_t *first, uint64_t *count)
+{
+    uint64_t end = *first + *count, pages = s->ram_size / PAGE;
+    uint64_t a = *first / s->cluster_pages * s->cluster_pages;
+    uint64_t b = (end + s->cluster_pages - 1) / s->cluster_pages * s->cluster_pages;
+    *first = a;
+    *count = (b < pages ? b : pages) - a;
 }
 
 int ram_save_pages(struct ram_saver *s, uint64_t first, uint64_t count, struct error **errp)
 {
-    uint64_t end = first + count;
-    uint64_t reported = first;
-    uint64_t run_start = 0, run_len = 0;
-    const uint64_t max_run = RAM_IO_CHUNK / PAGE;
-    for (uint64_t i = first; i < end; i++) {
-        bool nonzero;
-        bool write = page_needs_write(s, i, &nonzero);
-        if (write) {
-            if (run_len == 0) {
-                run_start = i;
+    cluster_span(s, &first, &count);
+    if (batch_add(s, first, count, errp) < 0) {
+        return -1;
+    }
+    return batch_flush(s, errp);
+}
+
+/* Is any page of cluster c marked?  (Clean 64-page words are skipped whole.) */
+static bool cluster_marked(const struct ram_saver *s, const uint64_t *dirty, uint64_t c)
+{
+    uint64_t pages = s->ram_size / PAGE, p0 = c * s->cluster_pages;
+    uint64_t p1 = p0 + s->cluster_pages < pages ? p0 + s->cluster_pages : pages;
+    for (uint64_t p = p0; p < p1;) {
+        if (p % 64 == 0 && p + 64 <= p1) {
+            if (dirty[p / 64]) {
+                return true;
             }
-            run_len++;
-            if (nonzero != bit_get(s->stored, i)) {
-                s->pages_stored += nonzero ? 1 : -1;
-                bit_assign(s->stored, i, nonzero);
-            }
+            p += 64;
+            continue;
         }
-        bool flush = run_len && (!write || run_len == max_run || i + 1 == end);
-        if (flush) {
-            if (s->cancelled && s->cancelled(s->opaque)) {
-                error_setg(errp, "the snapshot was cancelled");
-                return -1;
-            }
-            if (write_run(s, run_start, run_len, errp) < 0) {
-                return -1;
-            }
-            run_len = 0;
-            report_progress(s, &reported, i + 1);
+        if (bit_get(dirty, p)) {
+            return true;
+        }
+        p++;
+    }
+    return false;
+}
+
+uint64_t ram_dirty_cluster_pages(const struct ram_saver *s, const uint64_t *dirty)
+{
+    uint64_t pages = s->ram_size / PAGE, n = 0;
+    for (uint64_t c = 0; c * s->cluster_pages < pages; c++) {
+        if (cluster_marked(s, dirty, c)) {
+            uint64_t p0 = c * s->cluster_pages;
+            n += p0 + s->cluster_pages < pages ? s->cluster_pages : pages - p0;
         }
     }
-    report_progress(s, &reported, end);
-    return 0;
+    return n;
+}
+
+int ram_save_dirty(struct ram_saver *s, const uint64_t *dirty, struct error **errp)
+{
+    uint64_t pages = s->ram_size / PAGE;
+    for (uint64_t c = 0; c * s->cluster_pages < pages; c++) {
+        if (cluster_marked(s, dirty, c)) {
+            uint64_t first = c * s->cluster_pages, count = 1;
+            cluster_span(s, &first, &count);
+            if (batch_add(s, first, count, errp) < 0) {
+                return -1;
+            }
+        }
+    }
+    return batch_flush(s, errp);
 }
 
 int ram_load(struct block_node *node, const char *tag, uint64_t ram_offset, uint8_t *ram,

@@ -2,29 +2,36 @@
  * Guest RAM into and out of the vmstate RAM section (page i at
  * ram_offset + i * 4096, see vmstate.h).
  *
- * Saving skips all-zero pages: they are never written, and the image keeps
- * them unallocated (qcow2 reads unallocated clusters as zeros).  A saver
- * remembers which pages it stored, so a live save can rewrite a page that
- * was dirtied after it was stored, including one that became all zero.
+ * Saving never stores all-zero pages: they are holes or unallocated
+ * clusters (both read as zeros).  A saver remembers which pages are stored
+ * non-zero (the `stored` map, kept by the block layer as it writes).
  */
 #ifndef SNAPVM_SNAPSHOT_RAM_H
 #define SNAPVM_SNAPSHOT_RAM_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "util/error.h"
 
 struct block_node;
+struct block_vmstate_run;
+
+#define RAM_MAX_RUNS 4096 /* runs per block-layer batch */
 
 struct ram_saver {
     struct block_node *node;
     uint64_t ram_offset; /* vmstate position of guest page 0 */
     const uint8_t *ram;
     uint64_t ram_size;
-    uint64_t *stored;       /* bitmap: page holds non-zero data in the image */
-    uint64_t pages_stored;  /* pages currently non-zero in the image */
-    uint64_t bytes_written; /* everything written, rewrites included */
+    uint64_t *stored;               /* bitmap: page holds non-zero data in the image */
+    uint64_t pages_stored;          /* pages currently non-zero in the image */
+    uint64_t bytes_written;         /* non-zero pages written, rewrites included */
+    uint64_t cluster_pages;         /* pages per cluster of the node (the unit rewritten) */
+    struct block_vmstate_run *runs; /* the batch being collected */
+    size_t nruns;
+    uint64_t batch_bytes;
     /*
      * Optional: called as pages are processed, with the bytes of guest RAM
      * dealt with since the last call (written or skipped as zero), so that
@@ -41,10 +48,15 @@ int ram_saver_init(struct ram_saver *s, struct block_node *node, uint64_t ram_of
 void ram_saver_destroy(struct ram_saver *s);
 
 /*
- * Store pages [first, first + count).  Non-zero pages are written; a zero
- * page is written only if an earlier, non-zero version of it was stored.
+ * Store pages [first, first + count), widened to whole clusters: every
+ * cluster touched is rebuilt from guest RAM (zero pages become holes, an
+ * all-zero cluster unallocated; see block_vmstate_write_ram).
  */
 int ram_save_pages(struct ram_saver *s, uint64_t first, uint64_t count, struct error **errp);
+/* Store every cluster that holds a page marked in `dirty` (one bit per page). */
+int ram_save_dirty(struct ram_saver *s, const uint64_t *dirty, struct error **errp);
+/* How many pages ram_save_dirty() would store (the marked clusters' pages). */
+uint64_t ram_dirty_cluster_pages(const struct ram_saver *s, const uint64_t *dirty);
 
 /* Read the RAM section of snapshot `tag` on `node` into guest RAM. */
 int ram_load(struct block_node *node, const char *tag, uint64_t ram_offset, uint8_t *ram,

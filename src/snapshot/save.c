@@ -100,34 +100,13 @@ static uint64_t count_dirty(const struct save_ctx *ctx)
     return n;
 }
 
-static bool page_dirty(const struct save_ctx *ctx, uint64_t page)
+/* Rewrite every cluster holding a page marked dirty, and clear the marks. */
+static int rewrite_dirty(struct save_ctx *ctx, struct error **errp)
 {
-    return ctx->dirty[page / 64] >> (page % 64) & 1;
-}
-
-/* Rewrite every page marked dirty, in runs, and clear the marks. */
-static int rewrite_dirty(struct save_ctx *ctx, uint64_t dirty_pages, struct error **errp)
-{
-    uint64_t pages = ctx->ram_size / VMSTATE_PAGE_SIZE;
-    ctx->progress_total += dirty_pages * VMSTATE_PAGE_SIZE;
+    ctx->progress_total += ram_dirty_cluster_pages(&ctx->saver, ctx->dirty) * VMSTATE_PAGE_SIZE;
     progress_total(ctx->progress, ctx->progress_total);
-    uint64_t i = 0;
-    while (i < pages) {
-        if (ctx->dirty[i / 64] == 0) {
-            i = (i / 64 + 1) * 64; /* a clean word: skip its 64 pages */
-            continue;
-        }
-        if (!page_dirty(ctx, i)) {
-            i++;
-            continue;
-        }
-        uint64_t start = i;
-        while (i < pages && page_dirty(ctx, i)) {
-            i++;
-        }
-        if (ram_save_pages(&ctx->saver, start, i - start, errp) < 0) {
-            return -1;
-        }
+    if (ram_save_dirty(&ctx->saver, ctx->dirty, errp) < 0) {
+        return -1;
     }
     memset(ctx->dirty, 0, ctx->dirty_words * sizeof(uint64_t));
     return 0;
@@ -160,7 +139,7 @@ static int converge(struct save_ctx *ctx, struct error **errp)
         if (dirty <= PRECOPY_FINAL_PAGES) {
             return 0; /* left marked for the final pass */
         }
-        if (rewrite_dirty(ctx, dirty, errp) < 0) {
+        if (rewrite_dirty(ctx, errp) < 0) {
             return -1;
         }
     }
@@ -281,7 +260,7 @@ static int final_pass(struct save_ctx *ctx, json_t **result, struct error **errp
     }
     uint64_t dirty = count_dirty(ctx);
     log_debug("live save: %llu pages left for the final pass", (unsigned long long)dirty);
-    if (rewrite_dirty(ctx, dirty, errp) < 0) {
+    if (rewrite_dirty(ctx, errp) < 0) {
         return -1;
     }
     log_debug("live save: final pages written");

@@ -1,0 +1,59 @@
+/*
+ * The block layer's batch writer: many writes and hole punches to one host
+ * file in flight at once (io_uring through liburing; plain pwrite/fallocate
+ * where io_uring is unavailable), for the bulk data of a snapshot's vmstate.
+ * Internal to src/block.
+ *
+ * Why a separate path from file.c's pwrite: a vmstate is hundreds of MiB to
+ * GiB of page-sized pieces (non-zero pages between zero ones); one
+ * synchronous system call at a time under the file node's lock leaves the
+ * disk and the page cache idle between calls.  Every request still goes
+ * through the fault-injection hook (fault_io) first, exactly as file.c's
+ * system calls do, so fault sweeps see and can fail each of them.
+ *
+ * Usage: io_writer_init, any number of io_writer_write/io_writer_punch
+ * (buffers must stay valid and unchanged in meaning until io_writer_drain
+ * returns), io_writer_drain (waits for all; the first error), destroy.
+ * Completion means the data is in the page cache, not durable: the caller
+ * flushes the file (qcow2_barrier) before anything points at it.
+ */
+#ifndef SNAPVM_BLOCK_WRITER_H
+#define SNAPVM_BLOCK_WRITER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "util/error.h"
+
+struct io_uring;
+
+#define IO_WRITER_DEPTH 64
+
+struct io_writer_req {
+    uint64_t off;
+    const uint8_t *buf; /* NULL: punch a hole */
+    uint64_t len;
+};
+
+struct io_writer {
+    int fd;                /* what requests write to: own_fd, else the node's */
+    int own_fd;            /* a description of the file without locks (-1: none) */
+    const char *path;      /* for errors and the fault hook */
+    struct io_uring *ring; /* NULL: synchronous fallback */
+    struct io_writer_req reqs[IO_WRITER_DEPTH];
+    unsigned free_slots[IO_WRITER_DEPTH];
+    unsigned nfree;
+    unsigned inflight;
+    int err; /* first errno seen (0: none) */
+    struct io_writer_req err_req;
+    uint64_t bytes_written, holes_punched;
+};
+
+void io_writer_init(struct io_writer *w, int fd, const char *path);
+void io_writer_write(struct io_writer *w, uint64_t off, const void *buf, uint64_t len);
+void io_writer_punch(struct io_writer *w, uint64_t off, uint64_t len);
+/* Wait for every request; 0, or -1 with the first failure in *errp. */
+int io_writer_drain(struct io_writer *w, struct error **errp);
+void io_writer_destroy(struct io_writer *w);
+
+#endif
