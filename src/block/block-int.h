@@ -57,6 +57,10 @@ struct block_driver {
     int (*vmstate_read)(struct block_node *node, uint64_t pos, void *buf, size_t len,
                         struct error **errp);
     int (*vmstate_discard)(struct block_node *node, struct error **errp);
+    int (*vmstate_share)(struct block_node *node, const char *id, struct error **errp);
+    bool (*vmstate_shares)(struct block_node *node, const char *id);
+    int (*snapshot_space)(struct block_node *node, const char *name_or_id, uint64_t *stored,
+                          uint64_t *exclusive, struct error **errp);
     int (*vmstate_write_ram)(struct block_node *node, const struct block_vmstate_run *runs,
                              size_t n, uint64_t *page_map, uint64_t map_pos, struct error **errp);
     int (*snapshot_vmstate_read)(struct block_node *node, const char *name_or_id, uint64_t pos,

@@ -649,6 +649,28 @@ int block_vmstate_write_ram(struct block_node *node, const struct block_vmstate_
     SNAP_CALL(node, true, node->drv->vmstate_write_ram(node, runs, n, page_map, map_pos, errp));
 }
 
+int block_vmstate_share(struct block_node *node, const char *id, struct error **errp)
+{
+    SNAP_CALL(node, true, node->drv->vmstate_share(node, id, errp));
+}
+
+bool block_vmstate_shares(struct block_node *node, const char *id)
+{
+    if (!node->drv->vmstate_shares) {
+        return false;
+    }
+    pthread_mutex_lock(&node->lock);
+    bool r = node->drv->vmstate_shares(node, id);
+    pthread_mutex_unlock(&node->lock);
+    return r;
+}
+
+int block_snapshot_space(struct block_node *node, const char *name_or_id, uint64_t *stored,
+                         uint64_t *exclusive, struct error **errp)
+{
+    SNAP_CALL(node, false, node->drv->snapshot_space(node, name_or_id, stored, exclusive, errp));
+}
+
 int block_vmstate_discard(struct block_node *node, struct error **errp)
 {
     SNAP_CALL(node, true, node->drv->vmstate_discard(node, errp));

@@ -118,6 +118,26 @@ int block_vmstate_discard(struct block_node *node, struct error **errp);
  * page at vmstate position map_pos + i * 4096 is now stored non-zero (set
  * or cleared for every page of the runs at or past map_pos).
  */
+/*
+ * Incremental saves.  block_vmstate_share() makes the (empty) active
+ * vmstate area share snapshot `id`'s vmstate clusters, one more reference
+ * each, so that a following save writes only the clusters it changes
+ * (block_vmstate_write_ram replaces a shared cluster, never writes it) and
+ * the new snapshot shares the rest.  Every snapshot stays complete by
+ * itself: refcounts, not chains.  block_vmstate_shares() says whether the
+ * area is still exactly that (nothing written or discarded since).
+ */
+int block_vmstate_share(struct block_node *node, const char *id, struct error **errp);
+bool block_vmstate_shares(struct block_node *node, const char *id);
+/*
+ * Space of a snapshot: `stored`, the vmstate bytes it references on disk
+ * (whole clusters); `exclusive`, the bytes only it holds (clusters of its
+ * disk and vmstate with no other reference, its tables): what deleting it
+ * frees.
+ */
+int block_snapshot_space(struct block_node *node, const char *name_or_id, uint64_t *stored,
+                         uint64_t *exclusive, struct error **errp);
+
 struct block_vmstate_run {
     uint64_t pos;
     const void *buf;

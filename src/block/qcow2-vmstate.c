@@ -562,3 +562,167 @@ int qcow2_vmstate_write_ram(struct block_node *node, const struct block_vmstate_
     }
     return rc;
 }
+
+/* ------------------------------------------------------------------ */
+/* sharing a snapshot's vmstate with the active area (incremental saves) */
+
+static struct qcow2_snapshot *snapshot_by_id(struct qcow2_state *s, const char *id,
+                                             struct error **errp)
+{
+    for (uint32_t i = 0; i < s->nb_snapshots; i++) {
+        if (!strcmp(s->snaps[i].id, id)) {
+            return &s->snaps[i];
+        }
+    }
+    error_setg(errp, "node '%s': no snapshot with id '%s'", s->node->name, id);
+    return NULL;
+}
+
+/* The snapshot's vmstate part of its L1 (other entries zero), or NULL. */
+static uint64_t *vmstate_l1(struct qcow2_state *s, const struct qcow2_snapshot *sn, uint32_t *from,
+                            struct error **errp)
+{
+    if (sn->disk_size != s->size) {
+        error_setg(errp, "node '%s': snapshot '%s' has a different disk size", s->node->name,
+                   sn->name);
+        return NULL;
+    }
+    uint64_t *l1 = qcow2_read_snapshot_l1(s, sn, errp);
+    if (!l1) {
+        return NULL;
+    }
+    *from = qcow2_guest_l1_entries(s, sn->l1_size);
+    memset(l1, 0, (size_t)*from * 8);
+    return l1;
+}
+
+/*
+ * Make the (empty) active vmstate area share snapshot `id`'s vmstate: the
+ * active L1 gets the snapshot's vmstate L2 tables, one more reference each
+ * (and on every data cluster), so that the next save rewrites only what it
+ * must -- a write to a shared cluster or table copies it (qcow2-cluster.c),
+ * the snapshot keeps its own.  Ordering: raise the refcounts, flush; clear
+ * the COPIED flags that no longer hold (in tables the snapshot shares: the
+ * flag means nothing to an inactive table), flush; then the commit, the
+ * active L1 write.  A failure before the commit leaks the raised refcounts
+ * at most; the snapshot itself is never changed in meaning.
+ */
+int qcow2_vmstate_share(struct block_node *node, const char *id, struct error **errp)
+{
+    struct qcow2_state *s = node->opaque;
+    if (qcow2_check_writable(s, errp) < 0) {
+        return -1;
+    }
+    struct qcow2_snapshot *sn = snapshot_by_id(s, id, errp);
+    uint32_t from = 0;
+    uint64_t *l1 = sn ? vmstate_l1(s, sn, &from, errp) : NULL;
+    if (!l1) {
+        return -1;
+    }
+    uint32_t to = sn->l1_size;
+    for (uint32_t i = qcow2_guest_l1_entries(s, s->l1_size); i < s->l1_size; i++) {
+        if (s->l1[i]) {
+            free(l1);
+            error_setg(errp, "node '%s': the vmstate area is in use", node->name);
+            return -1;
+        }
+    }
+    bool changed;
+    int rc = 0;
+    if (from < to) {
+        rc = qcow2_grow_l1(s, to, errp);
+    }
+    if (rc == 0 && from < to) {
+        rc = qcow2_update_l1_refcounts(s, l1, from, to, 1, errp);
+        if (rc == 0 && ((rc = qcow2_barrier(s, errp)) < 0 ||
+                        (rc = qcow2_fix_copied_table(s, l1, to, &changed, errp)) < 0 ||
+                        (rc = qcow2_barrier(s, errp)) < 0)) {
+            qcow2_update_l1_refcounts(s, l1, from, to, -1, NULL);
+        }
+    }
+    if (rc == 0 && from < to) {
+        for (uint32_t i = from; i < to; i++) {
+            s->l1[i] = l1[i] & L1E_OFFSET_MASK; /* shared: no COPIED */
+        }
+        /* The commit point: the active L1 names the shared tables. */
+        rc = qcow2_write_table(s, s->l1_offset, s->l1, s->l1_size, (uint64_t)s->l1_size * 8, errp);
+        if (rc < 0) {
+            /* Whether it landed is unknown: forget in memory, leak on disk. */
+            for (uint32_t i = from; i < to; i++) {
+                s->l1[i] = 0;
+            }
+        }
+    }
+    free(l1);
+    if (rc < 0) {
+        error_prepend(errp, "node '%s': sharing the vmstate of snapshot '%s'", node->name, id);
+    }
+    return rc;
+}
+
+bool qcow2_vmstate_shares(struct block_node *node, const char *id)
+{
+    struct qcow2_state *s = node->opaque;
+    struct qcow2_snapshot *sn = snapshot_by_id(s, id, NULL);
+    uint32_t from = 0;
+    uint64_t *l1 = sn ? vmstate_l1(s, sn, &from, NULL) : NULL;
+    if (!l1) {
+        return false;
+    }
+    uint32_t afrom = qcow2_guest_l1_entries(s, s->l1_size);
+    bool same = afrom == from && from < sn->l1_size;
+    for (uint32_t i = from; same && i < (s->l1_size > sn->l1_size ? s->l1_size : sn->l1_size);
+         i++) {
+        uint64_t a = i < s->l1_size ? s->l1[i] & L1E_OFFSET_MASK : 0;
+        uint64_t b = i < sn->l1_size ? l1[i] : 0;
+        same = a == b;
+    }
+    free(l1);
+    return same;
+}
+
+/* Bytes a snapshot's vmstate references, and bytes only it holds. */
+int qcow2_snapshot_space(struct block_node *node, const char *name_or_id, uint64_t *stored,
+                         uint64_t *exclusive, struct error **errp)
+{
+    struct qcow2_state *s = node->opaque;
+    struct qcow2_snapshot *sn = qcow2_snapshot_lookup(s, name_or_id, errp);
+    uint64_t *l1 = sn ? qcow2_read_snapshot_l1(s, sn, errp) : NULL;
+    if (!l1) {
+        return -1;
+    }
+    uint32_t vm_from = qcow2_guest_l1_entries(s, sn->l1_size);
+    uint64_t refs;
+    int rc = 0;
+    *stored = 0;
+    *exclusive = qcow2_align_up(s, (uint64_t)sn->l1_size * 8); /* its L1 table */
+    for (uint32_t i = 0; i < sn->l1_size && rc == 0; i++) {
+        if (!l1[i]) {
+            continue;
+        }
+        uint8_t *l2;
+        if ((rc = qcow2_get_refcount(s, l1[i] >> s->cluster_bits, &refs, errp)) < 0 ||
+            (rc = qcow2_cache_get(s, &s->l2_cache, l1[i], &l2, errp)) < 0) {
+            break;
+        }
+        if (refs == 1) {
+            *exclusive += s->cluster_size;
+        }
+        for (uint64_t j = 0; j < s->l2_entries && rc == 0; j++) {
+            uint64_t e = be64_get(l2 + j * 8);
+            if (qcow2_entry_type(s, e) != QCOW2_CLUSTER_NORMAL) {
+                continue;
+            }
+            rc = qcow2_get_refcount(s, (e & L2E_OFFSET_MASK) >> s->cluster_bits, &refs, errp);
+            if (i >= vm_from) {
+                *stored += s->cluster_size;
+            }
+            if (rc == 0 && refs == 1) {
+                *exclusive += s->cluster_size;
+            }
+        }
+        qcow2_cache_put(&s->l2_cache, l2);
+    }
+    free(l1);
+    return rc;
+}

@@ -375,8 +375,12 @@ int qcow2_vmstate_write(struct block_node *node, uint64_t pos, const void *buf, 
                         struct error **errp);
 int qcow2_vmstate_read(struct block_node *node, uint64_t pos, void *buf, size_t len,
                        struct error **errp);
-int qcow2_vmstate_write_ram(struct block_node *node, const struct block_vmstate_run *runs,
-                            size_t n, uint64_t *page_map, uint64_t map_pos, struct error **errp);
+int qcow2_vmstate_share(struct block_node *node, const char *id, struct error **errp);
+bool qcow2_vmstate_shares(struct block_node *node, const char *id);
+int qcow2_snapshot_space(struct block_node *node, const char *name_or_id, uint64_t *stored,
+                         uint64_t *exclusive, struct error **errp);
+int qcow2_vmstate_write_ram(struct block_node *node, const struct block_vmstate_run *runs, size_t n,
+                            uint64_t *page_map, uint64_t map_pos, struct error **errp);
 int qcow2_snapshot_vmstate_read(struct block_node *node, const char *name_or_id, uint64_t pos,
                                 void *buf, size_t len, struct error **errp);
 /* qcow2-header-ext.c: application header extensions (see there). */

@@ -290,14 +290,20 @@ int vm_snapshot_load(struct machine *m, const struct snapshot_request *req,
         find_vmstate_node(&ctx, errp) < 0 || read_and_check_vmstate(&ctx, errp) < 0) {
         goto out;
     }
+    snapshot_incr_before_load(m); /* incremental saves (save.c): the old base goes */
     if (machine_snapshot_pause(m, RUN_STATE_RESTORE_VM, errp) < 0) {
         goto out;
     }
     bool half_loaded = false;
     struct error *err = NULL;
     rc = apply_snapshot(&ctx, progress, &half_loaded, &err);
+    /* RAM is the snapshot's now: track changes from this instant on (save.c). */
+    bool tracking = rc == 0 && snapshot_incr_loaded(m, NULL) == 0;
     /* The machine keeps the cause, for the error of a later cont. */
     machine_snapshot_resume(m, half_loaded ? err->message : NULL);
+    if (tracking) {
+        snapshot_incr_after_load(m, ctx.vmstate, req->tag, ctx.vm_info.id, ctx.header.ram_offset);
+    }
     if (rc < 0 && half_loaded) {
         error_prepend(&err, "the VM is stopped, half-loaded (load a snapshot again, or "
                             "system_reset it, then cont)");

@@ -86,6 +86,15 @@ static void add_node_snapshot(json_t *list, struct block_node *n,
         json_object_set_new(e, "id", json_string(s->id));
     }
     json_array_append_new(json_object_get(e, "nodes"), json_string(block_node_name(n)));
+    /* Space (interface 3, from incr): the vmstate node's stored bytes, and
+     * what deleting the snapshot frees on every node that holds it. */
+    uint64_t stored = 0, exclusive = 0;
+    if (block_snapshot_space(n, s->id, &stored, &exclusive, NULL) == 0) {
+        json_int_t st = json_integer_value(json_object_get(e, "stored-bytes"));
+        json_int_t ex = json_integer_value(json_object_get(e, "exclusive-bytes"));
+        json_object_set_new(e, "stored-bytes", json_integer(st + (json_int_t)stored));
+        json_object_set_new(e, "exclusive-bytes", json_integer(ex + (json_int_t)exclusive));
+    }
 }
 
 /* The index of the entry whose record has this uuid, or -1. */

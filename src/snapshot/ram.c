@@ -207,6 +207,35 @@ int ram_save_dirty(struct ram_saver *s, const uint64_t *dirty, struct error **er
     return batch_flush(s, errp);
 }
 
+uint64_t *ram_stored_map(struct block_node *node, const char *tag, uint64_t ram_offset,
+                         uint64_t ram_size, uint64_t *pages_stored)
+{
+    uint64_t pages = ram_size / PAGE;
+    uint64_t *map = calloc((pages + 63) / 64 + 1, sizeof(uint64_t));
+    struct block_extent *ext = NULL;
+    size_t n = 0;
+    if (!map || block_snapshot_vmstate_map(node, tag, ram_offset, ram_size, &ext, &n, NULL) < 0) {
+        free(map);
+        return NULL;
+    }
+    *pages_stored = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (ext[i].kind == BLOCK_EXTENT_ZERO) {
+            continue;
+        }
+        /* Stored clusters may hold zero pages (holes): "maybe non-zero" is
+         * what the map needs (a zero page marked stored is merely rewritten). */
+        uint64_t first = (ext[i].pos - ram_offset) / PAGE;
+        uint64_t last = (ext[i].pos - ram_offset + ext[i].len + PAGE - 1) / PAGE;
+        for (uint64_t p = first; p < last && p < pages; p++) {
+            map[p / 64] |= 1ull << (p % 64);
+            (*pages_stored)++;
+        }
+    }
+    free(ext);
+    return map;
+}
+
 int ram_load(struct block_node *node, const char *tag, uint64_t ram_offset, uint8_t *ram,
              uint64_t ram_size, struct error **errp)
 {

@@ -62,6 +62,29 @@ uint64_t ram_dirty_cluster_pages(const struct ram_saver *s, const uint64_t *dirt
 int ram_load(struct block_node *node, const char *tag, uint64_t ram_offset, uint8_t *ram,
              uint64_t ram_size, struct error **errp);
 
+/*
+ * A saver's `stored` map for snapshot `tag` (pages held in stored clusters),
+ * malloc'd, with the count in *pages_stored; NULL if it cannot be read.
+ */
+uint64_t *ram_stored_map(struct block_node *node, const char *tag, uint64_t ram_offset,
+                         uint64_t ram_size, uint64_t *pages_stored);
+
+/*
+ * Incremental saves (save.c): after a load of snapshot `id` (`tag`) on
+ * `node`, the next save writes only the clusters changed since.  The load
+ * calls, in order: before_load (before anything changes: any earlier base
+ * goes), loaded (with the vCPUs still paused after a successful load:
+ * dirty tracking starts at that instant), after_load (after resuming: the
+ * active vmstate area shares the snapshot's clusters).  forget: the machine
+ * is going away.
+ */
+struct machine;
+void snapshot_incr_before_load(struct machine *m);
+int snapshot_incr_loaded(struct machine *m, struct error **errp);
+void snapshot_incr_after_load(struct machine *m, struct block_node *node, const char *tag,
+                              const char *id, uint64_t ram_offset);
+void snapshot_incr_forget(struct machine *m);
+
 /* True if the 4096 bytes at p are all zero. */
 bool page_is_zero(const void *p);
 

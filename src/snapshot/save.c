@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <time.h>
 
 #include "block/block.h"
@@ -76,7 +77,175 @@ struct save_ctx {
     size_t dirty_words;
     uint64_t progress_total;
     uint64_t bytes_written;
+    struct incr_base *base; /* the snapshot this save starts from (NULL: a full save) */
+    char vmstate_id[128];   /* the new snapshot's id on the vmstate node */
 };
+
+/*
+ * Incremental saves: after a save or a load, the next save writes only what
+ * changed since.
+ *
+ * The state between two saves (a struct incr_base per machine): the
+ * snapshot the VM last saved or loaded (its node and id), KVM's dirty log
+ * and the device models' dirty map left on since that instant, and which
+ * pages that snapshot stores non-zero.  The active vmstate area of its node
+ * shares that snapshot's clusters (block_vmstate_share: one qcow2 reference
+ * each, set up right after the save or load).  The next save then has
+ * nothing to copy in a first pass: the clusters holding a page dirtied
+ * since are rebuilt from guest RAM into new clusters (a shared cluster is
+ * replaced in the active L2 table, never written), the other clusters stay
+ * shared, and the new snapshot takes over the area as always -- sharing
+ * with its parent by refcount, complete by itself.  Deleting either
+ * snapshot only drops references; no snapshot is ever a delta of another.
+ *
+ * Why this is still one instant: the base equals guest RAM at its own
+ * instant (a save's final pass, or a load, both with the vCPUs paused and
+ * the dirty log on from then), and every write to RAM after that instant,
+ * by a vCPU or a device model, marks its page.  So "base + every marked
+ * cluster rebuilt from RAM" equals RAM at the moment it is read, which is
+ * exactly the full pass's guarantee; the live rounds and the final pass
+ * under pause then proceed as for a full save.
+ *
+ * Why it is crash safe: the sharing is its own small transaction (raise
+ * refcounts, flush, commit by the active L1 write: a crash leaks at most),
+ * and the save's writes to shared clusters go to new clusters under the
+ * ordering of the block layer's RAM writer; the snapshot create is qcow2's
+ * transaction, unchanged.  A crash at any point leaves every existing
+ * snapshot intact and the image checkable.
+ *
+ * When the base is unusable -- the area no longer shares it exactly
+ * (block_vmstate_shares: a failed save discarded it, the snapshot was
+ * deleted), or the save goes to another node -- the save is a full one
+ * and the stale area is discarded first.
+ */
+struct incr_base {
+    struct machine *m;
+    struct block_node *node;
+    char id[128];
+    uint64_t *stored; /* pages the base stores non-zero (ram_saver's map) */
+    uint64_t pages_stored;
+    struct incr_base *next;
+};
+
+static pthread_mutex_t bases_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct incr_base *bases;
+
+/* Detach the machine's base (the caller owns it), or NULL. */
+static struct incr_base *base_take(struct machine *m)
+{
+    pthread_mutex_lock(&bases_lock);
+    struct incr_base *b = NULL;
+    for (struct incr_base **pp = &bases; *pp; pp = &(*pp)->next) {
+        if ((*pp)->m == m) {
+            b = *pp;
+            *pp = b->next;
+            b->next = NULL;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&bases_lock);
+    return b;
+}
+
+static void base_free(struct incr_base *b)
+{
+    if (b) {
+        free(b->stored);
+        free(b);
+    }
+}
+
+/*
+ * Record `id` on `node` as the machine's base, its area sharing the
+ * snapshot's clusters.  Called with the dirty log on since the snapshot's
+ * instant; on failure the log goes off (the next save is a full one).
+ */
+static void base_set(struct machine *m, struct block_node *node, const char *id, uint64_t *stored,
+                     uint64_t pages_stored)
+{
+    struct error *err = NULL;
+    struct incr_base *b = calloc(1, sizeof(*b));
+    if (!b || block_vmstate_share(node, id, &err) < 0) {
+        if (err) {
+            log_warn("the next save will be a full one: %s", err->message);
+            error_free(err);
+        }
+        free(b);
+        free(stored);
+        machine_dirty_log_stop(m);
+        return;
+    }
+    *b = (struct incr_base){.m = m, .node = node, .stored = stored, .pages_stored = pages_stored};
+    snprintf(b->id, sizeof(b->id), "%s", id);
+    pthread_mutex_lock(&bases_lock);
+    b->next = bases;
+    bases = b;
+    pthread_mutex_unlock(&bases_lock);
+}
+
+/* Drop the machine's base: dirty log off, its node's shared area freed. */
+static void base_drop(struct machine *m, struct incr_base *b)
+{
+    if (!b) {
+        return;
+    }
+    machine_dirty_log_stop(m);
+    block_vmstate_discard(b->node, NULL);
+    base_free(b);
+}
+
+void snapshot_incr_forget(struct machine *m)
+{
+    /* No later save can use it: leave the image without the extra references. */
+    struct incr_base *b = base_take(m);
+    if (b) {
+        block_vmstate_discard(b->node, NULL);
+    }
+    base_free(b);
+}
+
+void snapshot_incr_before_load(struct machine *m)
+{
+    base_drop(m, base_take(m));
+}
+
+int snapshot_incr_loaded(struct machine *m, struct error **errp)
+{
+    return machine_dirty_log_start(m, errp);
+}
+
+void snapshot_incr_after_load(struct machine *m, struct block_node *node, const char *tag,
+                              const char *id, uint64_t ram_offset)
+{
+    uint64_t ram_size, pages = 0;
+    machine_ram(m, &ram_size);
+    uint64_t *stored = ram_stored_map(node, tag, ram_offset, ram_size, &pages);
+    if (!stored) {
+        machine_dirty_log_stop(m);
+        return;
+    }
+    base_set(m, node, id, stored, pages);
+}
+
+/*
+ * Start tracking for this save: from the base if it is usable (dirty log
+ * already on since its instant), else from scratch.
+ */
+static int start_tracking(struct save_ctx *ctx, struct error **errp)
+{
+    struct incr_base *b = base_take(ctx->m);
+    if (b && b->node == ctx->targets.vmstate && block_vmstate_shares(b->node, b->id)) {
+        free(ctx->saver.stored);
+        ctx->saver.stored = b->stored;
+        ctx->saver.pages_stored = b->pages_stored;
+        b->stored = NULL;
+        ctx->base = b;
+        log_debug("live save: incremental, from snapshot %s", b->id);
+        return 0;
+    }
+    base_drop(ctx->m, b);
+    return machine_dirty_log_start(ctx->m, errp);
+}
 
 static void ram_progress(void *opaque, uint64_t bytes)
 {
@@ -186,11 +355,19 @@ static int reserve_metadata(struct save_ctx *ctx, struct error **errp)
 
 static int precopy(struct save_ctx *ctx, struct error **errp)
 {
-    ctx->progress_total = ctx->ram_size;
-    progress_total(ctx->progress, ctx->progress_total);
-    if (reserve_metadata(ctx, errp) < 0 ||
-        ram_save_pages(&ctx->saver, 0, ctx->ram_size / VMSTATE_PAGE_SIZE, errp) < 0) {
-        return -1;
+    if (ctx->base) {
+        /* Incremental: the first pass is the clusters changed since the base. */
+        if (reserve_metadata(ctx, errp) < 0 || sync_dirty(ctx, errp) < 0 ||
+            rewrite_dirty(ctx, errp) < 0) {
+            return -1;
+        }
+    } else {
+        ctx->progress_total = ctx->ram_size;
+        progress_total(ctx->progress, ctx->progress_total);
+        if (reserve_metadata(ctx, errp) < 0 ||
+            ram_save_pages(&ctx->saver, 0, ctx->ram_size / VMSTATE_PAGE_SIZE, errp) < 0) {
+            return -1;
+        }
     }
     log_debug("live save: first pass written (%llu bytes)",
               (unsigned long long)ctx->saver.bytes_written);
@@ -247,8 +424,16 @@ static int write_devices_and_header(struct save_ctx *ctx, struct error **errp)
  */
 static int create_block_snapshots(struct save_ctx *ctx, struct error **errp)
 {
-    return create_everywhere(ctx->m, &ctx->targets, ctx->req->tag, vmstate_total_size(&ctx->header),
-                             ctx->header.vm_clock_ns, ctx->req->replace, errp);
+    if (create_everywhere(ctx->m, &ctx->targets, ctx->req->tag, vmstate_total_size(&ctx->header),
+                          ctx->header.vm_clock_ns, ctx->req->replace, errp) < 0) {
+        return -1;
+    }
+    /* Its id, for the next save's base (incremental saves). */
+    struct block_snapshot_info info;
+    if (block_snapshot_find(ctx->targets.vmstate, ctx->req->tag, &info) == 0) {
+        snprintf(ctx->vmstate_id, sizeof(ctx->vmstate_id), "%s", info.id);
+    }
+    return 0;
 }
 
 /* Everything that happens with the guest paused: one instant for all state. */
@@ -322,7 +507,7 @@ int vm_snapshot_save(struct machine *m, const struct snapshot_request *req,
     int rc = -1;
     /* The record reads the images (the current marker, its ancestors): before the pause. */
     ctx.description = describe_capture(m, &ctx.targets, req->tag, errp);
-    if (!ctx.description || machine_dirty_log_start(m, errp) < 0) {
+    if (!ctx.description || start_tracking(&ctx, errp) < 0) {
         goto out;
     }
     if (precopy(&ctx, errp) == 0) {
@@ -335,7 +520,14 @@ int vm_snapshot_save(struct machine *m, const struct snapshot_request *req,
             describe_set_current(m, &ctx.targets, ctx.description);
         }
     }
-    machine_dirty_log_stop(m);
+    if (rc == 0) {
+        /* The new snapshot is the next save's base; the dirty log stays on. */
+        base_set(m, ctx.targets.vmstate, ctx.vmstate_id, ctx.saver.stored, ctx.saver.pages_stored);
+        ctx.saver.stored = NULL;
+    } else {
+        machine_dirty_log_stop(m);
+    }
+    base_free(ctx.base);
 out:
     if (rc < 0) {
         /* Nothing of a failed save stays behind: the vmstate area is freed. */

@@ -12,6 +12,7 @@
 
 #include "block/block.h"
 #include "snapshot/describe.h"
+#include "snapshot/ram.h"
 #include "snapshot/restore.h"
 #include "snapshot/snapshot-int.h"
 #include "util/log.h"
@@ -244,6 +245,7 @@ void progress_advance(const struct snapshot_progress *p, uint64_t bytes)
 void vm_snapshot_forget(struct machine *m)
 {
     restore_forget(m);
+    snapshot_incr_forget(m);
 }
 
 /* ------------------------------------------------------------------ */

@@ -4,10 +4,17 @@ RAM is a -mem-path file here, so the test can put exactly the content it
 wants in guest RAM (zero pages interleaved with data at 4 KiB) and read back
 exactly what a load restored (a second, paused VM whose RAM is another file).
 """
+import itertools
+import json
+import mmap
 import os
+import struct
 import subprocess
+import time
 
 from snapshot_vm import Disk, Guest, qemu_img_check, qemu_img_snapshots
+from test_snapshot_live import assert_one_instant, page_generations
+from vm import DATA_START
 
 MiB = 1 << 20
 PAGE = 4096
@@ -97,3 +104,176 @@ def test_cluster_sizes_keep_every_page(tmp_path):
             g.stop()
         assert qemu_img_check(str(img)) == (0, 0), cluster
         assert load_into_file(d, disk, "a", size, "load") == saved, cluster
+
+
+def check_u(path):
+    """qemu-img check on an image snapvm has open (-U: it flushes after each command)."""
+    r = subprocess.run(["qemu-img", "check", "-U", "--output=json", str(path)],
+                       capture_output=True, text=True)
+    assert r.returncode in (0, 3), r.stderr
+    info = json.loads(r.stdout)
+    return info.get("corruptions", 0) + info.get("check-errors", 0), info.get("leaks", 0)
+
+
+def clusters_u(path):
+    """Clusters in use (non-zero refcount), read from the image's refcount
+    table as qcow2.rst lays it out: an oracle independent of snapvm's code."""
+    with open(path, "rb") as f:
+        img = f.read()
+    cluster_bits, = struct.unpack_from(">I", img, 20)
+    rt_off, rt_clusters = struct.unpack_from(">QI", img, 48)
+    order, = struct.unpack_from(">I", img, 96)
+    cs, width = 1 << cluster_bits, 1 << order
+    assert width == 16, "the test images use 16-bit refcounts"
+    used = 0
+    for i in range(rt_clusters * cs // 8):
+        block, = struct.unpack_from(">Q", img, rt_off + 8 * i)
+        if block:
+            refs = struct.unpack_from(f">{cs // 2}H", img, block)
+            used += sum(1 for r in refs if r)
+    return used
+
+
+def save(g, tag, img):
+    """savevm; returns how much the image grew (allocated bytes)."""
+    before = allocated(img)
+    g.qmp.cmd("savevm", tag=tag)
+    return allocated(img) - before
+
+
+def test_incremental_saves_write_only_what_changed(tmp_path):
+    """The second and third saves cost the image what the guest changed
+    (plus metadata), and every snapshot stays complete: deleting them in
+    every order (snapvm and qemu-img) never changes another."""
+    disk = Disk("disk0", "qcow2", "64M")
+    img = disk.path(tmp_path)
+    sums = {}
+    with Guest(tmp_path, disks=[disk], mem="160") as g:
+        g.guest.cmd("fill 1 128", timeout=60)
+        sums["a"] = g.guest.sum()
+        full = save(g, "a", img)
+        assert full >= 128 * MiB
+        g.guest.cmd("fill 2 8")
+        sums["b"] = g.guest.sum()
+        grew = save(g, "b", img)
+        assert grew <= 8 * MiB + 2 * MiB, grew
+        g.guest.cmd("fill 3 4")
+        sums["c"] = g.guest.sum()
+        grew = save(g, "c", img)
+        assert grew <= 4 * MiB + 2 * MiB, grew
+        assert check_u(img) == (0, 0)
+        for tag in ("a", "c", "b"):
+            g.qmp.cmd("loadvm", tag=tag)
+            g.resync()
+            assert g.guest.sum() == sums[tag], tag
+    assert qemu_img_check(img) == (0, 0)
+    assert sorted(qemu_img_snapshots(img)) == ["a", "b", "c"]
+
+    for n, order in enumerate(itertools.permutations("abc")):
+        d = tmp_path / f"order{n}"
+        d.mkdir()
+        subprocess.run(["cp", "--sparse=always", img, str(d / "disk0.qcow2")], check=True)
+        with Guest(d, disks=[Disk("disk0", "qcow2", "64M")], mem="160") as g:
+            left = list("abc")
+            for tag in order:
+                g.qmp.cmd("delvm", tag=tag)
+                left.remove(tag)
+                assert check_u(d / "disk0.qcow2") == (0, 0), (order, tag)
+                for other in left:
+                    g.qmp.cmd("loadvm", tag=other)
+                    g.resync()
+                    assert g.guest.sum() == sums[other], (order, tag, other)
+        assert qemu_img_check(str(d / "disk0.qcow2")) == (0, 0)
+        assert qemu_img_snapshots(str(d / "disk0.qcow2")) == {}
+
+    # qemu-img deletes the middle one; snapvm still loads the others.
+    subprocess.run(["qemu-img", "snapshot", "-d", "b", img], check=True)
+    assert qemu_img_check(img) == (0, 0)
+    with Guest(tmp_path, disks=[disk], mem="160", name="after") as g:
+        for tag in ("c", "a"):
+            g.qmp.cmd("loadvm", tag=tag)
+            g.resync()
+            assert g.guest.sum() == sums[tag], tag
+
+
+def test_save_after_load_shares_the_loaded_snapshot(tmp_path):
+    """A save after loading snapshot X writes only what changed since X."""
+    disk = Disk("disk0", "qcow2", "64M")
+    img = disk.path(tmp_path)
+    with Guest(tmp_path, disks=[disk], mem="96") as g:
+        g.guest.cmd("fill 1 64", timeout=60)
+        sum_a = g.guest.sum()
+        save(g, "a", img)
+        g.guest.cmd("fill 2 64", timeout=60)
+        sum_b = g.guest.sum()
+        assert save(g, "b", img) >= 60 * MiB
+        g.qmp.cmd("loadvm", tag="a")
+        g.resync()
+        assert g.guest.sum() == sum_a
+        g.guest.cmd("fill 3 2")
+        sum_c = g.guest.sum()
+        grew = save(g, "c", img)
+        assert grew <= 2 * MiB + 2 * MiB, grew
+        g.qmp.cmd("delvm", tag="a")  # c does not depend on it
+        for tag, want in (("c", sum_c), ("b", sum_b)):
+            g.qmp.cmd("loadvm", tag=tag)
+            g.resync()
+            assert g.guest.sum() == want, tag
+    assert qemu_img_check(img) == (0, 0)
+
+
+def test_incremental_save_is_one_instant_with_dirtying_vcpus(tmp_path):
+    """Two vCPUs, the guest rewriting RAM at full speed and reading its
+    disk: the incremental save still holds RAM as of one instant."""
+    ram_file = str(tmp_path / "ram")
+    with Guest(tmp_path, disks=[Disk("disk0", "qcow2", "256M")], mem="256",
+               extra=["-smp", "2", "-mem-path", ram_file, "-append", "tick_ms=10"]) as g:
+        assert g.guest.cmd("dirty 4000") == "ok"
+        time.sleep(2)
+        g.qmp.cmd("savevm", tag="full")
+        time.sleep(0.5)
+        g.qmp.cmd("savevm", tag="incr")
+        g.qmp.cmd("stop")
+        g.qmp.cmd("loadvm", tag="incr")  # stays stopped: RAM is the snapshot's
+        with open(ram_file, "rb") as f:
+            ram = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+            data_bytes = os.path.getsize(ram_file) - DATA_START
+            gens = page_generations(ram, data_bytes - (data_bytes % PAGE))
+            assert len([x for x in gens if x is not None]) > len(gens) // 2
+            assert_one_instant(ram, gens)
+            ram.close()
+        g.qmp.cmd("cont")
+        g.resync()
+        assert g.guest.cmd("dirty 0") == "ok"
+    assert qemu_img_check(str(tmp_path / "disk0.qcow2")) == (0, 0)
+
+
+def test_query_snapshots_reports_space(tmp_path):
+    """stored-bytes: the vmstate a snapshot references; exclusive-bytes: what
+    deleting it frees (checked against the image file itself)."""
+    disk = Disk("disk0", "qcow2", "64M")
+    img = disk.path(tmp_path)
+    with Guest(tmp_path, disks=[disk], mem="96") as g:
+        g.guest.cmd("fill 1 64", timeout=60)
+        save(g, "a", img)
+        g.guest.cmd("fill 2 16")
+        save(g, "b", img)
+        snaps = {s["tag"]: s for s in g.qmp.cmd("query-snapshots")}
+        for tag in "ab":
+            assert snaps[tag]["stored-bytes"] >= 64 * MiB, snaps[tag]
+        # a alone holds its version of the 16 MiB that b rewrote; b shares
+        # everything with a or with the active area (the next save's base),
+        # so deleting it frees little more than its L1 table.
+        assert 16 * MiB <= snaps["a"]["exclusive-bytes"] <= 20 * MiB, snaps["a"]
+        assert snaps["b"]["exclusive-bytes"] <= 1 * MiB, snaps["b"]
+        # qemu-img's count of allocated clusters is the independent oracle
+        # (give or take the cluster of the rewritten snapshot table).
+        before = clusters_u(img)
+        g.qmp.cmd("delvm", tag="b")
+        assert abs((before - clusters_u(img)) * 65536 - snaps["b"]["exclusive-bytes"]) <= 2 * 65536
+        snaps = {s["tag"]: s for s in g.qmp.cmd("query-snapshots")}
+        assert list(snaps) == ["a"]
+        before = clusters_u(img)
+        g.qmp.cmd("delvm", tag="a")
+        assert abs((before - clusters_u(img)) * 65536 - snaps["a"]["exclusive-bytes"]) <= 2 * 65536
+    assert qemu_img_check(img) == (0, 0)
