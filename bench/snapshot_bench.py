@@ -47,8 +47,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "functional"))
 from qmp import QMP  # noqa: E402  (the test suite's client, written from the QMP spec)
 
-SNAPVM = os.path.join(ROOT, "build", "snapvm")
-BANDWIDTH = os.path.join(ROOT, "build", "bench", "bandwidth")
+BUILD = os.path.join(ROOT, os.environ.get("SNAPVM_BUILD") or "build")  # as the tests' conftest
+SNAPVM = os.path.join(BUILD, "snapvm")
+BANDWIDTH = os.path.join(BUILD, "bench", "bandwidth")
 MiB = 1 << 20
 
 

@@ -786,7 +786,12 @@ static int step_free(struct qcow2_state *s, struct qcow2_txn *t)
 
 static int step_copied(struct qcow2_state *s, struct qcow2_txn *t)
 {
-    return t->fix_copied_after ? qcow2_fix_copied(s, NULL) : 0;
+    /* A COPIED flag may name a cluster only once its refcount of 1 is on
+     * disk: otherwise a power cut leaves the flag with the old refcount (2). */
+    if (!t->fix_copied_after) {
+        return 0;
+    }
+    return qcow2_barrier(s, NULL) < 0 ? -1 : qcow2_fix_copied(s, NULL);
 }
 
 void qcow2_txn_finish(struct block_node *node, void *txn)

@@ -162,6 +162,13 @@ int qcow2_snapshot_vmstate_map(struct block_node *node, const char *name_or_id, 
  * or because we punch it.  So a full save costs the disk exactly the
  * non-zero pages, whatever the cluster size.
  *
+ * Layout: the new clusters of a call are allocated in one contiguous run
+ * per L2 table, so RAM lies in the file in the order of guest memory and a
+ * load maps each stretch of non-zero clusters with one mmap().  (All-zero
+ * clusters stay unallocated.)  The file is extended over the last new
+ * cluster even where its tail is a hole: a mapping past the end of the
+ * file would fault.
+ *
  * Ordering (the rule of qcow2-cluster.c, batched): allocate every new
  * cluster (refcount 1), write all data and holes (many in flight), then,
  * where an L2 entry replaces one that referenced a cluster, flush
@@ -423,16 +430,37 @@ static int write_clusters(struct qcow2_state *s, struct ram_cluster *cl, size_t 
         groups[ng - 1].count++;
         rc = plan_cluster(s, &groups[ng - 1], &cl[k], page_map, map_pos, &need_new, errp);
     }
-    uint64_t eof = file_node_size(s->file);
-    if (rc == 0 && need_new) {
-        rc = qcow2_alloc_clusters(s, need_new, &base, errp);
-        if (rc < 0) {
-            need_new = 0;
+    /*
+     * New clusters, one contiguous run per L2 table (at most l2_entries at
+     * a time: the allocator's search stays short; consecutive runs land
+     * next to each other at the end of the file).
+     */
+    uint64_t eof = file_node_size(s->file), end = 0;
+    for (size_t gi = 0; rc == 0 && need_new && gi < ng; gi++) {
+        struct ram_group *g = &groups[gi];
+        uint64_t want = 0;
+        for (size_t k = g->first; k < g->first + g->count; k++) {
+            want += cl[k].target == 1;
         }
-        for (size_t k = 0, j = 0; rc == 0 && k < n; k++) {
+        if (want && (rc = qcow2_alloc_clusters(s, want, &base, errp)) == 0) {
+            for (size_t k = g->first, j = 0; k < g->first + g->count; k++) {
+                if (cl[k].target == 1) {
+                    cl[k].target = base + (j++ << s->cluster_bits);
+                    cl[k].fresh = cl[k].target >= eof;
+                }
+            }
+            end = base + (want << s->cluster_bits) > end ? base + (want << s->cluster_bits) : end;
+        }
+    }
+    /* Clusters that stay holes to their end must still lie inside the file:
+     * a mapping of them past its end would fault (SIGBUS). */
+    if (rc == 0 && end > file_node_size(s->file)) {
+        rc = file_node_truncate(s->file, end, errp);
+    }
+    if (rc < 0) {
+        for (size_t k = 0; k < n; k++) {
             if (cl[k].target == 1) {
-                cl[k].target = base + (j++ << s->cluster_bits);
-                cl[k].fresh = cl[k].target >= eof;
+                cl[k].target = 0; /* never allocated */
             }
         }
     }
@@ -451,10 +479,11 @@ static int write_clusters(struct qcow2_state *s, struct ram_cluster *cl, size_t 
     }
     bool flushed = false;
     size_t committed = 0;
-    for (; rc == 0 && committed < ng; committed++) {
+    while (rc == 0 && committed < ng) {
         rc = commit_group(s, &groups[committed], cl, &flushed, errp);
+        committed += rc == 0;
     }
-    if (rc < 0 && need_new) {
+    if (rc < 0) {
         /* New clusters of the groups not made live go back. */
         for (size_t gi = committed; gi < ng; gi++) {
             struct ram_group *g = &groups[gi];
@@ -692,6 +721,9 @@ int qcow2_snapshot_space(struct block_node *node, const char *name_or_id, uint64
         return -1;
     }
     uint32_t vm_from = qcow2_guest_l1_entries(s, sn->l1_size);
+    /* The active area's share of it (incremental saves) goes with it:
+     * snapvm lets the area go before deleting the snapshot it shares. */
+    bool area = qcow2_vmstate_shares(node, sn->id);
     uint64_t refs;
     int rc = 0;
     *stored = 0;
@@ -705,7 +737,8 @@ int qcow2_snapshot_space(struct block_node *node, const char *name_or_id, uint64
             (rc = qcow2_cache_get(s, &s->l2_cache, l1[i], &l2, errp)) < 0) {
             break;
         }
-        if (refs == 1) {
+        uint64_t alone = area && i >= vm_from ? 2 : 1; /* references if only it holds it */
+        if (refs <= alone) {
             *exclusive += s->cluster_size;
         }
         for (uint64_t j = 0; j < s->l2_entries && rc == 0; j++) {
@@ -717,7 +750,7 @@ int qcow2_snapshot_space(struct block_node *node, const char *name_or_id, uint64
             if (i >= vm_from) {
                 *stored += s->cluster_size;
             }
-            if (rc == 0 && refs == 1) {
+            if (rc == 0 && refs <= alone) {
                 *exclusive += s->cluster_size;
             }
         }

@@ -414,7 +414,14 @@ static int reset_paused(struct machine *m, struct error **errp)
             return -1;
         }
     }
-    return boot_load_guest(m, errp);
+    if (boot_load_guest(m, errp) < 0) {
+        return -1;
+    }
+    /* The guest image was copied into RAM by us, not by a vCPU or a device
+     * model: while dirty tracking is on (a live save, or between saves for
+     * an incremental one), every page counts as written. */
+    guest_ram_mark_dirty(&m->ram, m->ram.host, m->ram.size);
+    return 0;
 }
 
 int machine_system_reset(struct machine *m, struct error **errp)

@@ -84,6 +84,8 @@ int snapshot_incr_loaded(struct machine *m, struct error **errp);
 void snapshot_incr_after_load(struct machine *m, struct block_node *node, const char *tag,
                               const char *id, uint64_t ram_offset);
 void snapshot_incr_forget(struct machine *m);
+/* Before snapshot `id` on `node` is deleted (with restore_release). */
+void snapshot_incr_release(struct machine *m, struct block_node *node, const char *id);
 
 /* True if the 4096 bytes at p are all zero. */
 bool page_is_zero(const void *p);

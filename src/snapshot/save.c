@@ -199,9 +199,30 @@ void snapshot_incr_forget(struct machine *m)
     /* No later save can use it: leave the image without the extra references. */
     struct incr_base *b = base_take(m);
     if (b) {
+        machine_dirty_log_stop(m); /* on exactly while there is a base */
         block_vmstate_discard(b->node, NULL);
     }
     base_free(b);
+}
+
+void snapshot_incr_release(struct machine *m, struct block_node *node, const char *id)
+{
+    /*
+     * Deleting the base: the area lets go of its clusters first.  Were it
+     * to keep them, the delete would leave them referenced by the active
+     * L1 alone, whose COPIED flags must then be set again -- and a power cut
+     * between that refcount update and those flags reads as corruption to
+     * qemu-img check.  The next save is a full one.
+     */
+    struct incr_base *b = base_take(m);
+    if (b && (b->node != node || strcmp(b->id, id) != 0)) {
+        pthread_mutex_lock(&bases_lock);
+        b->next = bases;
+        bases = b;
+        pthread_mutex_unlock(&bases_lock);
+        return;
+    }
+    base_drop(m, b);
 }
 
 void snapshot_incr_before_load(struct machine *m)
@@ -244,6 +265,16 @@ static int start_tracking(struct save_ctx *ctx, struct error **errp)
         return 0;
     }
     base_drop(ctx->m, b);
+    /*
+     * A full save starts from an empty area: whatever an earlier failed
+     * save could not discard (its discard itself failed, say on a full
+     * disk) goes now, or this save fails cleanly.
+     */
+    if (block_vmstate_discard(ctx->targets.vmstate, errp) < 0) {
+        error_prepend(errp, "clearing the vmstate area of node '%s'",
+                      block_node_name(ctx->targets.vmstate));
+        return -1;
+    }
     return machine_dirty_log_start(ctx->m, errp);
 }
 
@@ -356,11 +387,21 @@ static int reserve_metadata(struct save_ctx *ctx, struct error **errp)
 static int precopy(struct save_ctx *ctx, struct error **errp)
 {
     if (ctx->base) {
-        /* Incremental: the first pass is the clusters changed since the base. */
-        if (reserve_metadata(ctx, errp) < 0 || sync_dirty(ctx, errp) < 0 ||
-            rewrite_dirty(ctx, errp) < 0) {
+        /*
+         * Incremental: the first pass is the clusters changed since the
+         * base; progress counts all of RAM, the shared rest as done at once.
+         */
+        if (reserve_metadata(ctx, errp) < 0 || sync_dirty(ctx, errp) < 0) {
             return -1;
         }
+        uint64_t changed = ram_dirty_cluster_pages(&ctx->saver, ctx->dirty) * VMSTATE_PAGE_SIZE;
+        ctx->progress_total = ctx->ram_size;
+        progress_total(ctx->progress, ctx->progress_total);
+        progress_advance(ctx->progress, ctx->ram_size - changed);
+        if (ram_save_dirty(&ctx->saver, ctx->dirty, errp) < 0) {
+            return -1;
+        }
+        memset(ctx->dirty, 0, ctx->dirty_words * sizeof(uint64_t));
     } else {
         ctx->progress_total = ctx->ram_size;
         progress_total(ctx->progress, ctx->progress_total);

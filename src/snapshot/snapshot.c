@@ -75,6 +75,7 @@ int delete_by_id(struct machine *m, struct block_node *node, const char *id, str
     if (check_id(node, id, errp) < 0 || restore_release(m, node, id, errp) < 0) {
         return -1;
     }
+    snapshot_incr_release(m, node, id);
     return block_snapshot_delete(node, id, errp);
 }
 
@@ -155,6 +156,7 @@ int delete_everywhere(struct machine *m, const struct snapshot_targets *t, const
         }
         if (check_id(t->nodes[i], info.id, errp) < 0 ||
             restore_release(m, t->nodes[i], info.id, errp) < 0 ||
+            (snapshot_incr_release(m, t->nodes[i], info.id), false) ||
             block_snapshot_delete_prepare(t->nodes[i], info.id, &set.txn[i], errp) < 0) {
             error_prepend(errp, "deleting snapshot '%s' from node '%s'", tag,
                           block_node_name(t->nodes[i]));
