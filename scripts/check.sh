@@ -38,7 +38,6 @@ san_logs=$(mktemp -d /tmp/snapvm-sanitizer.XXXXXX)
 # abort_on_error: a report kills the process, so the test that ran it fails.
 # verify_asan_link_order=0: the crash tests LD_PRELOAD their shims.
 export ASAN_OPTIONS="abort_on_error=1:detect_leaks=1:verify_asan_link_order=0:log_path=$san_logs/asan"
-export LSAN_OPTIONS="suppressions=$PWD/scripts/lsan.supp:print_suppressions=0"
 export UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1:log_path=$san_logs/ubsan"
 # The functional suite under the sanitizers runs all but the slowest tests
 # (they repeat what the rest cover, many times over: under ASan they would
