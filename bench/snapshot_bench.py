@@ -222,6 +222,15 @@ def wait_job(vmm, job_id):
         raise RuntimeError(f"{vmm.kind} {job['type']}: {job['error']}")
 
 
+JOBS = [0]
+
+
+def next_job_id(kind):
+    """QEMU keeps concluded jobs until dismissed: every job a new id."""
+    JOBS[0] += 1
+    return f"{kind}{JOBS[0]}"
+
+
 def save(vmm, tag):
     q = vmm.qmp
     q.events.clear()
@@ -231,8 +240,9 @@ def save(vmm, tag):
         if vmm.kind == "snapvm":
             q.cmd("savevm", tag=tag)
         else:
-            q.cmd("snapshot-save", job_id="save", tag=tag, vmstate="disk0", devices=["disk0"])
-            wait_job(vmm, "save")
+            job = next_job_id("save")
+            q.cmd("snapshot-save", job_id=job, tag=tag, vmstate="disk0", devices=["disk0"])
+            wait_job(vmm, job)
         total = time.time() - t0
     stop = vmm.wait_event("STOP", t0)
     resume = vmm.wait_event("RESUME", t0)
@@ -248,8 +258,9 @@ def load(vmm, tag):
     if vmm.kind == "snapvm":
         q.cmd("loadvm", tag=tag)
     else:
-        q.cmd("snapshot-load", job_id="load", tag=tag, vmstate="disk0", devices=["disk0"])
-        wait_job(vmm, "load")
+        job = next_job_id("load")
+        q.cmd("snapshot-load", job_id=job, tag=tag, vmstate="disk0", devices=["disk0"])
+        wait_job(vmm, job)
     done = time.time()
     resume = vmm.wait_event("RESUME", t0)
     return {"to_running_ms": (resume - t0) * 1e3, "total_s": done - t0,

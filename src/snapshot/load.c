@@ -301,9 +301,8 @@ int vm_snapshot_load(struct machine *m, const struct snapshot_request *req,
     bool tracking = rc == 0 && snapshot_incr_loaded(m, NULL) == 0;
     /* The machine keeps the cause, for the error of a later cont. */
     machine_snapshot_resume(m, half_loaded ? err->message : NULL);
-    if (tracking) {
-        snapshot_incr_after_load(m, ctx.vmstate, req->tag, ctx.vm_info.id, ctx.header.ram_offset);
-    }
+    snapshot_incr_after_load(m, tracking ? ctx.vmstate : NULL, req->tag, ctx.vm_info.id,
+                             ctx.header.ram_offset);
     if (rc < 0 && half_loaded) {
         error_prepend(&err, "the VM is stopped, half-loaded (load a snapshot again, or "
                             "system_reset it, then cont)");

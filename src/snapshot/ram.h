@@ -73,10 +73,11 @@ uint64_t *ram_stored_map(struct block_node *node, const char *tag, uint64_t ram_
  * Incremental saves (save.c): after a load of snapshot `id` (`tag`) on
  * `node`, the next save writes only the clusters changed since.  The load
  * calls, in order: before_load (before anything changes: any earlier base
- * goes), loaded (with the vCPUs still paused after a successful load:
- * dirty tracking starts at that instant), after_load (after resuming: the
- * active vmstate area shares the snapshot's clusters).  forget: the machine
- * is going away.
+ * goes, dirty tracking goes on), loaded (with the vCPUs still paused after
+ * a successful load: tracking counts from that instant), after_load (after
+ * resuming: the active vmstate area shares the snapshot's clusters; node
+ * NULL: the load failed, tracking goes off).  forget: the machine is going
+ * away.
  */
 struct machine;
 void snapshot_incr_before_load(struct machine *m);

@@ -228,16 +228,31 @@ void snapshot_incr_release(struct machine *m, struct block_node *node, const cha
 void snapshot_incr_before_load(struct machine *m)
 {
     base_drop(m, base_take(m));
+    /* Turned on now, with the guest running: turning it on write-protects
+     * all of RAM, too slow for the load's pause at 8 GiB. */
+    machine_dirty_log_start(m, NULL);
 }
 
 int snapshot_incr_loaded(struct machine *m, struct error **errp)
 {
-    return machine_dirty_log_start(m, errp);
+    /* The load's instant: what was marked before it is forgotten. */
+    uint64_t *scratch = calloc(machine_dirty_bitmap_words(m), sizeof(uint64_t));
+    if (!scratch) {
+        error_setg(errp, "out of memory for the dirty-page map");
+        return -1;
+    }
+    int rc = machine_dirty_log_sync(m, scratch, errp);
+    free(scratch);
+    return rc;
 }
 
 void snapshot_incr_after_load(struct machine *m, struct block_node *node, const char *tag,
                               const char *id, uint64_t ram_offset)
 {
+    if (!node) {
+        machine_dirty_log_stop(m); /* the load failed: no base */
+        return;
+    }
     uint64_t ram_size, pages = 0;
     machine_ram(m, &ram_size);
     uint64_t *stored = ram_stored_map(node, tag, ram_offset, ram_size, &pages);
@@ -265,6 +280,7 @@ static int start_tracking(struct save_ctx *ctx, struct error **errp)
         return 0;
     }
     base_drop(ctx->m, b);
+    machine_dirty_log_stop(ctx->m); /* left on by a load that went wrong, say */
     /*
      * A full save starts from an empty area: whatever an earlier failed
      * save could not discard (its discard itself failed, say on a full
