@@ -258,6 +258,25 @@ static int setup_lapic(struct vcpu *v, struct error **errp)
 }
 
 /*
+ * The last step of every boot entry (built-in guest, PVH, bzImage): the
+ * BSP's segments and control registers, then its general registers (entry
+ * point and boot argument), then its LAPIC.
+ */
+static int enter_kernel(struct vcpu *v, struct kvm_sregs *sregs, struct kvm_regs *regs,
+                        struct error **errp)
+{
+    if (ioctl(v->fd, KVM_SET_SREGS, sregs) < 0) {
+        KVM_FAIL(errp, "KVM_SET_SREGS");
+        return -1;
+    }
+    if (ioctl(v->fd, KVM_SET_REGS, regs) < 0) {
+        KVM_FAIL(errp, "KVM_SET_REGS");
+        return -1;
+    }
+    return setup_lapic(v, errp);
+}
+
+/*
  * The PVH entry state: 32-bit protected mode, paging off, flat 4 GiB code
  * and data segments, EBX = the hvm_start_info address.
  */
@@ -277,20 +296,8 @@ static int setup_pvh_bsp(struct machine *m, struct vcpu *v, struct kvm_sregs *sr
     gdt[0] = 0;
     gdt[1] = 0x00cf9a000000ffffULL; /* 32-bit code */
     gdt[2] = 0x00cf92000000ffffULL;
-    if (ioctl(v->fd, KVM_SET_SREGS, sregs) < 0) {
-        KVM_FAIL(errp, "KVM_SET_SREGS");
-        return -1;
-    }
-    struct kvm_regs regs;
-    memset(&regs, 0, sizeof(regs));
-    regs.rip = m->kernel_entry;
-    regs.rbx = pvh_start_info_addr();
-    regs.rflags = 0x2;
-    if (ioctl(v->fd, KVM_SET_REGS, &regs) < 0) {
-        KVM_FAIL(errp, "KVM_SET_REGS");
-        return -1;
-    }
-    return setup_lapic(v, errp);
+    struct kvm_regs regs = {.rip = m->kernel_entry, .rbx = pvh_start_info_addr(), .rflags = 0x2};
+    return enter_kernel(v, sregs, &regs, errp);
 }
 
 /*
@@ -311,20 +318,8 @@ static int setup_bzimage_bsp(struct machine *m, struct vcpu *v, struct kvm_sregs
     sregs->cr4 = CR4_PAE;
     sregs->cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
     sregs->efer = EFER_LME | EFER_LMA;
-    if (ioctl(v->fd, KVM_SET_SREGS, sregs) < 0) {
-        KVM_FAIL(errp, "KVM_SET_SREGS");
-        return -1;
-    }
-    struct kvm_regs regs;
-    memset(&regs, 0, sizeof(regs));
-    regs.rip = m->kernel_entry;
-    regs.rsi = bzimage_params_addr();
-    regs.rflags = 0x2;
-    if (ioctl(v->fd, KVM_SET_REGS, &regs) < 0) {
-        KVM_FAIL(errp, "KVM_SET_REGS");
-        return -1;
-    }
-    return setup_lapic(v, errp);
+    struct kvm_regs regs = {.rip = m->kernel_entry, .rsi = bzimage_params_addr(), .rflags = 0x2};
+    return enter_kernel(v, sregs, &regs, errp);
 }
 
 int boot_setup_bsp(struct machine *m, struct vcpu *v, struct error **errp)
@@ -348,19 +343,6 @@ int boot_setup_bsp(struct machine *m, struct vcpu *v, struct error **errp)
     sregs.cr4 = CR4_PAE;
     sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
     sregs.efer = EFER_LME | EFER_LMA;
-    if (ioctl(v->fd, KVM_SET_SREGS, &sregs) < 0) {
-        KVM_FAIL(errp, "KVM_SET_SREGS");
-        return -1;
-    }
-    struct kvm_regs regs;
-    memset(&regs, 0, sizeof(regs));
-    regs.rip = h->entry;
-    regs.rdi = GUEST_BOOTINFO_ADDR;
-    regs.rflags = 0x2;
-    if (ioctl(v->fd, KVM_SET_REGS, &regs) < 0) {
-        KVM_FAIL(errp, "KVM_SET_REGS");
-        return -1;
-    }
-    (void)m;
-    return setup_lapic(v, errp);
+    struct kvm_regs regs = {.rip = h->entry, .rdi = GUEST_BOOTINFO_ADDR, .rflags = 0x2};
+    return enter_kernel(v, &sregs, &regs, errp);
 }

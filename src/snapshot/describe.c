@@ -16,6 +16,7 @@
 #include "hw/device.h"
 #include "machine/machine.h"
 #include "snapshot/snapshot.h"
+#include "util/buf.h"
 #include "util/log.h"
 
 /* Version of the record's JSON layout (the "format" member). */
@@ -590,22 +591,6 @@ struct marker {
     char fallback[DESCRIBE_UUID_LEN + 1]; /* "": none */
 };
 
-static void put_le(uint8_t *p, uint64_t v, int bytes)
-{
-    for (int i = 0; i < bytes; i++) {
-        p[i] = (uint8_t)(v >> (8 * i));
-    }
-}
-
-static uint64_t get_le(const uint8_t *p, int bytes)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < bytes; i++) {
-        v |= (uint64_t)p[i] << (8 * i);
-    }
-    return v;
-}
-
 static void uuid_to_hex(const uint8_t *raw, char out[DESCRIBE_UUID_LEN + 1])
 {
     bool any = false;
@@ -634,11 +619,11 @@ static bool read_marker(struct block_node *n, struct marker *out)
     size_t len = 0;
     if (!block_node_can_snapshot(n) ||
         block_header_ext_read(n, DESCRIBE_CURRENT_EXT, buf, sizeof(buf), &len, NULL) < 0 ||
-        len != MARKER_SIZE || get_le(buf, 4) != MARKER_MAGIC ||
-        get_le(buf + 4, 4) != vmstate_crc32(buf + 8, MARKER_SIZE - 8)) {
+        len != MARKER_SIZE || le_get(buf, 4) != MARKER_MAGIC ||
+        le_get(buf + 4, 4) != vmstate_crc32(buf + 8, MARKER_SIZE - 8)) {
         return false; /* none, torn, or of another layout: no marker */
     }
-    out->generation = get_le(buf + 8, 8);
+    out->generation = le_get(buf + 8, 8);
     uuid_to_hex(buf + 16, out->uuid);
     uuid_to_hex(buf + 16 + UUID_BYTES, out->fallback);
     return true;
@@ -710,11 +695,11 @@ static void write_markers(struct machine *m, const struct snapshot_targets *t, c
         mk.generation = 1;
     }
     uint8_t buf[MARKER_SIZE] = {0};
-    put_le(buf, MARKER_MAGIC, 4);
-    put_le(buf + 8, mk.generation, 8);
+    le_put(buf, MARKER_MAGIC, 4);
+    le_put(buf + 8, mk.generation, 8);
     uuid_from_hex(uuid, buf + 16);
     uuid_from_hex(fallback, buf + 16 + UUID_BYTES);
-    put_le(buf + 4, vmstate_crc32(buf + 8, MARKER_SIZE - 8), 4);
+    le_put(buf + 4, vmstate_crc32(buf + 8, MARKER_SIZE - 8), 4);
     for (size_t i = 0; i < t->count; i++) {
         struct error *err = NULL;
         if (block_header_ext_write(t->nodes[i], DESCRIBE_CURRENT_EXT, buf, sizeof(buf), &err) < 0) {

@@ -44,22 +44,6 @@ static int header_crc_offset(uint32_t version)
 /* First bytes of a QEMU migration stream ("QEVM", big-endian version 3). */
 static const uint8_t qemu_stream_magic[4] = {'Q', 'E', 'V', 'M'};
 
-static void put_le(uint8_t *p, uint64_t v, int bytes)
-{
-    for (int i = 0; i < bytes; i++) {
-        p[i] = (uint8_t)(v >> (8 * i));
-    }
-}
-
-static uint64_t get_le(const uint8_t *p, int bytes)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < bytes; i++) {
-        v |= (uint64_t)p[i] << (8 * i);
-    }
-    return v;
-}
-
 static uint32_t crc32_of(const void *data, size_t len)
 {
     return (uint32_t)crc32(crc32(0L, Z_NULL, 0), data, (uInt)len);
@@ -84,22 +68,22 @@ void vmstate_header_encode(const struct vmstate_header *h, uint8_t *out)
 {
     memset(out, 0, VMSTATE_HEADER_SIZE);
     memcpy(out + HDR_MAGIC, VMSTATE_MAGIC, 8);
-    put_le(out + HDR_VERSION, VMSTATE_VERSION, 4);
-    put_le(out + HDR_SIZE, VMSTATE_HEADER_SIZE, 4);
-    put_le(out + HDR_PAGE_SIZE, h->page_size, 4);
-    put_le(out + HDR_VCPUS, h->vcpu_count, 4);
-    put_le(out + HDR_RAM_SIZE, h->ram_size, 8);
-    put_le(out + HDR_FLAGS, h->flags, 4);
-    put_le(out + HDR_VM_CLOCK, h->vm_clock_ns, 8);
-    put_le(out + HDR_DEV_OFFSET, h->devices_offset, 8);
-    put_le(out + HDR_DEV_SIZE, h->devices_size, 8);
-    put_le(out + HDR_DEV_CRC, h->devices_crc, 4);
-    put_le(out + HDR_RAM_OFFSET, h->ram_offset, 8);
-    put_le(out + HDR_RAM_PAGES, h->ram_pages_written, 8);
-    put_le(out + HDR_DESC_OFFSET, h->desc_size ? h->desc_offset : 0, 8);
-    put_le(out + HDR_DESC_SIZE, h->desc_size, 8);
-    put_le(out + HDR_DESC_CRC, h->desc_size ? h->desc_crc : 0, 4);
-    put_le(out + HDR_CRC, crc32_of(out, HDR_CRC), 4);
+    le_put(out + HDR_VERSION, VMSTATE_VERSION, 4);
+    le_put(out + HDR_SIZE, VMSTATE_HEADER_SIZE, 4);
+    le_put(out + HDR_PAGE_SIZE, h->page_size, 4);
+    le_put(out + HDR_VCPUS, h->vcpu_count, 4);
+    le_put(out + HDR_RAM_SIZE, h->ram_size, 8);
+    le_put(out + HDR_FLAGS, h->flags, 4);
+    le_put(out + HDR_VM_CLOCK, h->vm_clock_ns, 8);
+    le_put(out + HDR_DEV_OFFSET, h->devices_offset, 8);
+    le_put(out + HDR_DEV_SIZE, h->devices_size, 8);
+    le_put(out + HDR_DEV_CRC, h->devices_crc, 4);
+    le_put(out + HDR_RAM_OFFSET, h->ram_offset, 8);
+    le_put(out + HDR_RAM_PAGES, h->ram_pages_written, 8);
+    le_put(out + HDR_DESC_OFFSET, h->desc_size ? h->desc_offset : 0, 8);
+    le_put(out + HDR_DESC_SIZE, h->desc_size, 8);
+    le_put(out + HDR_DESC_CRC, h->desc_size ? h->desc_crc : 0, 4);
+    le_put(out + HDR_CRC, crc32_of(out, HDR_CRC), 4);
 }
 
 static int check_magic(const uint8_t *buf, size_t len, const char *where, struct error **errp)
@@ -168,7 +152,7 @@ int vmstate_header_decode(const uint8_t *buf, size_t len, uint64_t vm_state_size
     if (check_magic(buf, len, where, errp) < 0) {
         return -1;
     }
-    uint32_t version = (uint32_t)get_le(buf + HDR_VERSION, 4);
+    uint32_t version = (uint32_t)le_get(buf + HDR_VERSION, 4);
     if (version < VMSTATE_VERSION_MIN || version > VMSTATE_VERSION) {
         error_setg(errp,
                    "%s: vmstate format version %u is not supported (this snapvm reads versions "
@@ -178,26 +162,26 @@ int vmstate_header_decode(const uint8_t *buf, size_t len, uint64_t vm_state_size
         return -1;
     }
     int crc_at = header_crc_offset(version);
-    if ((size_t)crc_at + 4 > len || get_le(buf + crc_at, 4) != crc32_of(buf, (size_t)crc_at)) {
+    if ((size_t)crc_at + 4 > len || le_get(buf + crc_at, 4) != crc32_of(buf, (size_t)crc_at)) {
         error_setg(errp, "%s: vmstate header checksum mismatch (the header is corrupt)", where);
         return -1;
     }
     memset(h, 0, sizeof(*h));
     h->version = version;
-    h->page_size = (uint32_t)get_le(buf + HDR_PAGE_SIZE, 4);
-    h->vcpu_count = (uint32_t)get_le(buf + HDR_VCPUS, 4);
-    h->ram_size = get_le(buf + HDR_RAM_SIZE, 8);
-    h->flags = (uint32_t)get_le(buf + HDR_FLAGS, 4);
-    h->vm_clock_ns = get_le(buf + HDR_VM_CLOCK, 8);
-    h->devices_offset = get_le(buf + HDR_DEV_OFFSET, 8);
-    h->devices_size = get_le(buf + HDR_DEV_SIZE, 8);
-    h->devices_crc = (uint32_t)get_le(buf + HDR_DEV_CRC, 4);
-    h->ram_offset = get_le(buf + HDR_RAM_OFFSET, 8);
-    h->ram_pages_written = get_le(buf + HDR_RAM_PAGES, 8);
+    h->page_size = (uint32_t)le_get(buf + HDR_PAGE_SIZE, 4);
+    h->vcpu_count = (uint32_t)le_get(buf + HDR_VCPUS, 4);
+    h->ram_size = le_get(buf + HDR_RAM_SIZE, 8);
+    h->flags = (uint32_t)le_get(buf + HDR_FLAGS, 4);
+    h->vm_clock_ns = le_get(buf + HDR_VM_CLOCK, 8);
+    h->devices_offset = le_get(buf + HDR_DEV_OFFSET, 8);
+    h->devices_size = le_get(buf + HDR_DEV_SIZE, 8);
+    h->devices_crc = (uint32_t)le_get(buf + HDR_DEV_CRC, 4);
+    h->ram_offset = le_get(buf + HDR_RAM_OFFSET, 8);
+    h->ram_pages_written = le_get(buf + HDR_RAM_PAGES, 8);
     if (version >= 2) {
-        h->desc_offset = get_le(buf + HDR_DESC_OFFSET, 8);
-        h->desc_size = get_le(buf + HDR_DESC_SIZE, 8);
-        h->desc_crc = (uint32_t)get_le(buf + HDR_DESC_CRC, 4);
+        h->desc_offset = le_get(buf + HDR_DESC_OFFSET, 8);
+        h->desc_size = le_get(buf + HDR_DESC_SIZE, 8);
+        h->desc_crc = (uint32_t)le_get(buf + HDR_DESC_CRC, 4);
     }
     return check_layout(h, vm_state_size, where, errp);
 }

@@ -45,9 +45,7 @@ void buf_append(struct byte_buf *b, const void *data, size_t len)
 static void put_le(struct byte_buf *b, uint64_t v, size_t bytes)
 {
     uint8_t tmp[8];
-    for (size_t i = 0; i < bytes; i++) {
-        tmp[i] = (uint8_t)(v >> (8 * i));
-    }
+    le_put(tmp, v, bytes);
     buf_append(b, tmp, bytes);
 }
 
@@ -94,11 +92,7 @@ static uint64_t get_le(struct byte_reader *r, size_t bytes)
 {
     uint8_t tmp[8];
     reader_get(r, tmp, bytes);
-    uint64_t v = 0;
-    for (size_t i = 0; i < bytes; i++) {
-        v |= (uint64_t)tmp[i] << (8 * i);
-    }
-    return v;
+    return le_get(tmp, bytes);
 }
 
 uint8_t reader_u8(struct byte_reader *r)

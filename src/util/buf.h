@@ -13,6 +13,23 @@
 
 #include "util/error.h"
 
+/* Little-endian integers of 1..8 bytes at p (the vmstate's byte order). */
+static inline void le_put(uint8_t *p, uint64_t v, size_t bytes)
+{
+    for (size_t i = 0; i < bytes; i++) {
+        p[i] = (uint8_t)(v >> (8 * i));
+    }
+}
+
+static inline uint64_t le_get(const uint8_t *p, size_t bytes)
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < bytes; i++) {
+        v |= (uint64_t)p[i] << (8 * i);
+    }
+    return v;
+}
+
 struct byte_buf {
     uint8_t *data;
     size_t len;
