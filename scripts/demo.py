@@ -59,14 +59,21 @@ def demo(work):
         vm.wait_for(r"^tick \d+$")
         tick_changed = vm.tick()
         say(f"sum -> {vm.sum():016x} (different), tick {tick_changed}")
+        # Stop first and read everything the changed guest printed, so that
+        # the first tick line read below is the restored guest's own.
+        qmp.cmd("stop")
+        vm.settle(cut=True)
         t = time.monotonic()
         qmp.cmd("loadvm", tag="demo")
-        say(f"loadvm demo in {time.monotonic() - t:.2f}s")
+        say(f"stop, loadvm demo in {time.monotonic() - t:.2f}s, cont")
+        qmp.cmd("cont")
         after_tick = vm.wait_for(r"^tick (\d+)$").group(1)
         after = vm.sum()
         disk = vm.cmd("disk read 0 100")
         want = "disk %016x" % checksum_bytes(sector_bytes(7))
-        say(f"first tick after loadvm: {after_tick}; sum -> {after:016x}; {disk}")
+        say(f"first tick after loadvm: {after_tick} (the snapshot's instant is the end of the "
+            f"live save: after tick {tick_at_save}, by tick {tick_changed}); "
+            f"sum -> {after:016x}; {disk}")
         # The save is live: the guest ran on while RAM was written, so the
         # snapshot holds a tick at or after tick_at_save, before tick_changed.
         ok = after == before and disk == want and tick_at_save < int(after_tick) <= tick_changed
