@@ -524,11 +524,14 @@ static void txn_free(struct qcow2_txn *t)
     free(t);
 }
 
-/* Undo what prepare did (nothing on disk refers to it).  Failures only leak. */
-static int undo_step_free(struct qcow2_state *s, struct qcow2_txn *t)
+/*
+ * Free runs of clusters cluster by cluster, remembering progress in the
+ * runs themselves: a retry after a failure never frees a cluster twice.
+ */
+static int free_runs(struct qcow2_state *s, struct cluster_run *runs, size_t n)
 {
-    for (size_t i = 0; i < t->n_new_runs; i++) {
-        struct cluster_run *r = &t->new_runs[i];
+    for (size_t i = 0; i < n; i++) {
+        struct cluster_run *r = &runs[i];
         while (r->n) {
             if (qcow2_free_clusters(s, r->off, 1, NULL) < 0) {
                 return -1;
@@ -538,6 +541,12 @@ static int undo_step_free(struct qcow2_state *s, struct qcow2_txn *t)
         }
     }
     return 0;
+}
+
+/* Undo what prepare did (nothing on disk refers to it).  Failures only leak. */
+static int undo_step_free(struct qcow2_state *s, struct qcow2_txn *t)
+{
+    return free_runs(s, t->new_runs, t->n_new_runs);
 }
 
 static int undo_step_lower(struct qcow2_state *s, struct qcow2_txn *t)
@@ -770,18 +779,7 @@ static int step_drop(struct qcow2_state *s, struct qcow2_txn *t)
 
 static int step_free(struct qcow2_state *s, struct qcow2_txn *t)
 {
-    /* Cluster by cluster, remembering progress: a retry never frees twice. */
-    for (size_t i = 0; i < t->n_old_runs; i++) {
-        struct cluster_run *r = &t->old_runs[i];
-        while (r->n) {
-            if (qcow2_free_clusters(s, r->off, 1, NULL) < 0) {
-                return -1;
-            }
-            r->off += s->cluster_size;
-            r->n--;
-        }
-    }
-    return 0;
+    return free_runs(s, t->old_runs, t->n_old_runs);
 }
 
 static int step_copied(struct qcow2_state *s, struct qcow2_txn *t)
