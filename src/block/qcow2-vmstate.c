@@ -405,6 +405,32 @@ static void add_clusters(struct qcow2_state *s, uint64_t voff, const uint8_t *sr
     }
 }
 
+/*
+ * The node's RAM writer, made on first use and kept until close: a save's
+ * batches then share one ring, and the writeback a batch starts can still be
+ * running while the next batch is written.
+ */
+static struct io_writer *ram_writer(struct qcow2_state *s)
+{
+    if (!s->ram_writer) {
+        s->ram_writer = calloc(1, sizeof(*s->ram_writer));
+        if (!s->ram_writer) {
+            abort();
+        }
+        io_writer_init(s->ram_writer, block_node_host_fd(s->file), s->file->filename);
+    }
+    return s->ram_writer;
+}
+
+void qcow2_vmstate_close(struct qcow2_state *s)
+{
+    if (s->ram_writer) {
+        io_writer_destroy(s->ram_writer);
+        free(s->ram_writer);
+        s->ram_writer = NULL;
+    }
+}
+
 static int write_clusters(struct qcow2_state *s, struct ram_cluster *cl, size_t n,
                           uint64_t *page_map, uint64_t map_pos, struct error **errp)
 {
@@ -464,18 +490,23 @@ static int write_clusters(struct qcow2_state *s, struct ram_cluster *cl, size_t 
             }
         }
     }
-    struct io_writer w;
-    if (rc == 0) {
-        io_writer_init(&w, block_node_host_fd(s->file), s->file->filename);
+    struct io_writer *w = rc == 0 ? ram_writer(s) : NULL;
+    if (w) {
         struct pending_write p = {0};
+        uint64_t lo = UINT64_MAX, hi = 0;
         for (size_t k = 0; k < n; k++) {
             if (cl[k].target) {
-                submit_cluster(s, &w, &cl[k], &p);
+                submit_cluster(s, w, &cl[k], &p);
+                lo = cl[k].target < lo ? cl[k].target : lo;
+                hi = cl[k].target + s->cluster_size > hi ? cl[k].target + s->cluster_size : hi;
             }
         }
-        pending_flush(&w, &p);
-        rc = io_writer_drain(&w, errp);
-        io_writer_destroy(&w);
+        pending_flush(w, &p);
+        rc = io_writer_drain(w, errp);
+        /* The disk writes this batch out while the next one is built. */
+        if (rc == 0 && lo < hi) {
+            io_writer_writeback(w, lo, hi - lo);
+        }
     }
     bool flushed = false;
     size_t committed = 0;

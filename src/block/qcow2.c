@@ -455,6 +455,7 @@ static void qcow2_free_state(struct qcow2_state *s)
     if (!s) {
         return;
     }
+    qcow2_vmstate_close(s);
     block_node_close_private(s->backing);
     qcow2_cache_destroy(&s->l2_cache);
     qcow2_cache_destroy(&s->rb_cache);

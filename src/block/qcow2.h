@@ -168,6 +168,8 @@ struct qcow2_state {
     uint8_t *dbuf;               /* one decompressed cluster */
     uint64_t dbuf_entry;         /* L2 entry dbuf holds, 0 if none */
     uint64_t dbuf_entry_pending; /* the entry being decompressed (for errors) */
+
+    struct io_writer *ram_writer; /* the vmstate RAM writer, kept across batches (or NULL) */
 };
 
 /* ---- byte order ---- */
@@ -381,6 +383,8 @@ int qcow2_snapshot_space(struct block_node *node, const char *name_or_id, uint64
                          uint64_t *exclusive, struct error **errp);
 int qcow2_vmstate_write_ram(struct block_node *node, const struct block_vmstate_run *runs, size_t n,
                             uint64_t *page_map, uint64_t map_pos, struct error **errp);
+/* At close: waits for the RAM writer's last requests and frees it. */
+void qcow2_vmstate_close(struct qcow2_state *s);
 int qcow2_snapshot_vmstate_read(struct block_node *node, const char *name_or_id, uint64_t pos,
                                 void *buf, size_t len, struct error **errp);
 /* qcow2-header-ext.c: application header extensions (see there). */

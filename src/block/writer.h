@@ -16,6 +16,14 @@
  * returns), io_writer_drain (waits for all; the first error), destroy.
  * Completion means the data is in the page cache, not durable: the caller
  * flushes the file (qcow2_barrier) before anything points at it.
+ *
+ * io_writer_writeback starts the write-out of a written range without
+ * waiting for it (sync_file_range(SYNC_FILE_RANGE_WRITE) on the ring, run
+ * by the kernel's io_uring workers): the disk then works while the caller
+ * builds the next batch, and the flush at the commit point finds little
+ * left.  It is a hint for speed only -- durability still comes from that
+ * flush -- so drain does not wait for it; a writer may live across many
+ * drains (one per node, see qcow2-vmstate.c), and destroy waits for all.
  */
 #ifndef SNAPVM_BLOCK_WRITER_H
 #define SNAPVM_BLOCK_WRITER_H
@@ -29,10 +37,17 @@ struct io_uring;
 
 #define IO_WRITER_DEPTH 64
 
+enum io_writer_kind {
+    IO_WRITER_WRITE,
+    IO_WRITER_PUNCH,
+    IO_WRITER_WRITEBACK,
+};
+
 struct io_writer_req {
     uint64_t off;
-    const uint8_t *buf; /* NULL: punch a hole */
+    const uint8_t *buf; /* the data of a write */
     uint64_t len;
+    enum io_writer_kind kind;
 };
 
 struct io_writer {
@@ -43,8 +58,9 @@ struct io_writer {
     struct io_writer_req reqs[IO_WRITER_DEPTH];
     unsigned free_slots[IO_WRITER_DEPTH];
     unsigned nfree;
-    unsigned inflight;
-    int err; /* first errno seen (0: none) */
+    unsigned inflight;       /* requests of every kind on the ring */
+    unsigned inflight_hints; /* of them, writeback hints (drain does not wait) */
+    int err;                 /* first errno seen since the last drain (0: none) */
     struct io_writer_req err_req;
     uint64_t bytes_written, holes_punched;
 };
@@ -52,7 +68,11 @@ struct io_writer {
 void io_writer_init(struct io_writer *w, int fd, const char *path);
 void io_writer_write(struct io_writer *w, uint64_t off, const void *buf, uint64_t len);
 void io_writer_punch(struct io_writer *w, uint64_t off, uint64_t len);
-/* Wait for every request; 0, or -1 with the first failure in *errp. */
+/* Start writing [off, off + len) out to the disk; does not wait. */
+void io_writer_writeback(struct io_writer *w, uint64_t off, uint64_t len);
+/* Wait for every write and punch; 0, or -1 with the first failure (of any
+ * request since the last drain) in *errp, after which the writer is usable
+ * again. */
 int io_writer_drain(struct io_writer *w, struct error **errp);
 void io_writer_destroy(struct io_writer *w);
 
