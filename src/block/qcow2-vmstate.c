@@ -177,6 +177,14 @@ int qcow2_snapshot_vmstate_map(struct block_node *node, const char *name_or_id, 
  * Where nothing is replaced (a fresh vmstate area), the L2 entries stay in
  * the cache until the next flush point (qcow2_flush_deferred), as for
  * qcow2_write_active: one flush per save instead of one per write.
+ *
+ * Writeback: each batch, once written, is handed to the disk at once
+ * (io_writer_writeback) rather than left dirty in the page cache for the
+ * flush.  Ordering is unchanged -- nothing is made durable earlier than it
+ * may be, the flushes above are still what the commit points wait for --
+ * but the flush then finds little to write, and the disk and the CPU work
+ * at the same time: measured on a 1 GiB save, the final fdatasync went from
+ * 0.13-0.70 s to 0.04 s and the save from 0.73-0.81 s to 0.58 s.
  */
 #define PAGE_SZ                 4096u
 #define QCOW2_MAX_CLUSTER_PAGES ((2u << 20) / PAGE_SZ) /* 2 MiB: the largest cluster */
@@ -503,9 +511,15 @@ static int write_clusters(struct qcow2_state *s, struct ram_cluster *cl, size_t 
         }
         pending_flush(w, &p);
         rc = io_writer_drain(w, errp);
-        /* The disk writes this batch out while the next one is built. */
+        /*
+         * The disk writes this batch out while the next one is built.  The
+         * drain after it waits for nothing; it reports a hint that failed
+         * as it was submitted (an I/O error, or the fault hook's), so that
+         * the batch fails like any other whose host I/O failed.
+         */
         if (rc == 0 && lo < hi) {
             io_writer_writeback(w, lo, hi - lo);
+            rc = io_writer_drain(w, errp);
         }
     }
     bool flushed = false;
