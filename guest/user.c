@@ -80,14 +80,15 @@ static uint64_t region_sum(void)
     return sum_final(acc, idx);
 }
 
-static void region_fill(uint64_t seed, uint64_t bytes)
+/* The first `bytes` of the data region: the pattern of `seed`, or zeros. */
+static void region_fill(uint64_t seed, uint64_t bytes, bool zero)
 {
     uint64_t idx = 0;
     for (uint32_t r = 0; r < g.nr_data && bytes; r++) {
         uint64_t *w = (uint64_t *)g.data[r].base;
         uint64_t len = g.data[r].size < bytes ? g.data[r].size : bytes;
         for (uint64_t i = 0; i < len / 8; i++) {
-            w[i] = fill_word(seed, idx + i);
+            w[i] = zero ? 0 : fill_word(seed, idx + i);
         }
         idx += len / 8;
         bytes -= len;
@@ -135,10 +136,11 @@ static bool arg_u64(const char *s, uint64_t *out)
     return true;
 }
 
-static void cmd_fill(char **argv)
+/* fill SEED MB, or zero MB (zero pages: what a snapshot stores as nothing). */
+static void cmd_fill(char **argv, bool zero)
 {
-    uint64_t seed, mb;
-    if (!arg_u64(argv[1], &seed) || !arg_u64(argv[2], &mb)) {
+    uint64_t seed = 0, mb;
+    if ((!zero && !arg_u64(argv[1], &seed)) || !arg_u64(argv[zero ? 1 : 2], &mb)) {
         return;
     }
     if (mb > g.data_bytes / MiB) {
@@ -150,7 +152,7 @@ static void cmd_fill(char **argv)
         reply(buf);
         return;
     }
-    region_fill(seed, mb * MiB);
+    region_fill(seed, mb * MiB, zero);
     reply("ok");
 }
 
@@ -227,7 +229,9 @@ static void run_command(char *line)
     } else if (streq(argv[0], "sum") && argc == 1) {
         reply_num("sum ", region_sum(), true);
     } else if (streq(argv[0], "fill") && argc == 3) {
-        cmd_fill(argv);
+        cmd_fill(argv, false);
+    } else if (streq(argv[0], "zero") && argc == 2) {
+        cmd_fill(argv, true);
     } else if (streq(argv[0], "dirty") && argc == 2) {
         cmd_dirty(argv);
     } else if (streq(argv[0], "disks") && argc == 1) {
@@ -238,10 +242,11 @@ static void run_command(char *line)
         reply("ok");
         sys(SYS_REBOOT, 0, 0, 0, 0);
     } else if (streq(argv[0], "help")) {
-        reply("commands: tick, sum, fill SEED MB, dirty MBPS, disks, disk write D LBA SEED, "
+        reply("commands: tick, sum, fill SEED MB, zero MB, dirty MBPS, disks, disk write D LBA "
+              "SEED, "
               "disk read D LBA, reboot");
     } else if (streq(argv[0], "tick") || streq(argv[0], "sum") || streq(argv[0], "fill") ||
-               streq(argv[0], "dirty") || streq(argv[0], "disks")) {
+               streq(argv[0], "zero") || streq(argv[0], "dirty") || streq(argv[0], "disks")) {
         reply2("error: wrong number of arguments for ", argv[0]);
     } else {
         reply2("error: unknown command ", argv[0]);

@@ -721,6 +721,9 @@ static int txn_prepare(struct block_node *node, struct block_txn **txn, struct e
     if (rc < 0) {
         return -1;
     }
+    if (!drv_txn) {
+        return 0; /* nothing to do: *txn stays NULL */
+    }
     *txn = calloc(1, sizeof(**txn));
     if (!*txn) {
         abort();
@@ -771,6 +774,9 @@ int block_snapshot_delete_prepare(struct block_node *node, const char *name_or_i
 
 int block_snapshot_txn_commit(struct block_txn *txn, struct error **errp)
 {
+    if (!txn) {
+        return 0;
+    }
     pthread_mutex_lock(&txn->node->lock);
     int rc = txn->node->drv->txn_commit(txn->node, txn->drv_txn, errp);
     pthread_mutex_unlock(&txn->node->lock);

@@ -219,6 +219,12 @@ int block_snapshot_create_prepare(struct block_node *node, struct block_snapshot
 int block_snapshot_replace_prepare(struct block_node *node, const char *old_id,
                                    struct block_snapshot_info *info, struct block_txn **txn,
                                    struct error **errp);
+/*
+ * A goto to the snapshot the node's guest disk is still at (nothing written
+ * since a goto to it or its creation) has nothing to do: it succeeds with
+ * *txn NULL, and commit, abort and finish accept NULL.  The active vmstate
+ * area is then left as it is (a revert in place keeps sharing it).
+ */
 int block_snapshot_goto_prepare(struct block_node *node, const char *name_or_id,
                                 struct block_txn **txn, struct error **errp);
 int block_snapshot_delete_prepare(struct block_node *node, const char *name_or_id,

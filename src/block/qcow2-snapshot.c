@@ -932,11 +932,32 @@ int qcow2_snapshot_replace_prepare(struct block_node *node, const char *old_id,
 /* ---- goto ---- */
 
 /*
- * Goto, prepare: (1) a new active L1 from the snapshot's guest part (no
- * vmstate) and the refcounts it reaches raised; flush; (2) COPIED flags
- * cleared in its (shared) L2 tables; (3) written to new clusters; flush.
- * Commit switches the header's active L1.  Finish lowers the refcounts of
- * the old active L1 (including any unsaved vmstate) and frees it.
+ * Is the active guest disk still the snapshot's (its L1 names the very same
+ * L2 tables)?  Then nothing was written since a goto to it or its creation:
+ * those tables are shared with the snapshot (refcount 2 or more, no COPIED
+ * flag), so a guest write would have copied one to a new cluster or filled
+ * an empty L1 entry -- either way changing the active L1.  A goto would
+ * then change nothing on disk, and costs three flushes: skip it.
+ */
+static bool guest_l1_at(const struct qcow2_state *s, const uint64_t *snl1, uint32_t nguest)
+{
+    if (nguest != qcow2_guest_l1_entries(s, s->l1_size)) {
+        return false;
+    }
+    for (uint32_t i = 0; i < nguest; i++) {
+        if ((s->l1[i] & L1E_OFFSET_MASK) != (snl1[i] & L1E_OFFSET_MASK)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
+ * Goto, prepare: (1) a new active L1 from the snapshot's guest part (the
+ * active vmstate area kept as it is) and the refcounts it reaches raised;
+ * flush; (2) COPIED flags cleared in its (shared) L2 tables; (3) written to
+ * new clusters; flush.  Commit switches the header's active L1.  Finish
+ * lowers the refcounts of the old active L1's guest part and frees it.
  */
 int qcow2_snapshot_goto_prepare(struct block_node *node, const char *name_or_id, void **out,
                                 struct error **errp)
@@ -960,13 +981,22 @@ int qcow2_snapshot_goto_prepare(struct block_node *node, const char *name_or_id,
         error_prepend(errp, "node '%s'", node->name);
         return -1;
     }
-    struct qcow2_txn *t = txn_new(s, "going to snapshot '%s'", name_or_id);
     uint32_t size = s->l1_size, nguest = qcow2_guest_l1_entries(s, sn->l1_size);
+    if (guest_l1_at(s, snl1, nguest)) {
+        free(snl1);
+        *out = NULL;
+        return 0;
+    }
+    struct qcow2_txn *t = txn_new(s, "going to snapshot '%s'", name_or_id);
     uint64_t *nl1 = calloc(qcow2_align_up(s, (uint64_t)size * 8) / 8 + 1, sizeof(uint64_t));
     if (!nl1) {
         abort();
     }
     memcpy(nl1, snl1, (size_t)nguest * 8);
+    /* The active vmstate area is not the guest disk: it stays (the area of
+     * incremental saves shares the last snapshot's RAM, see save.c). */
+    uint32_t aguest = qcow2_guest_l1_entries(s, size);
+    memcpy(nl1 + aguest, s->l1 + aguest, (size_t)(size - aguest) * 8);
     free(snl1);
     t->new.l1 = nl1;
     t->new.l1_size = size;
@@ -986,7 +1016,7 @@ int qcow2_snapshot_goto_prepare(struct block_node *node, const char *name_or_id,
     }
     t->drop_l1 = dup_l1(s->l1, s->l1_size, 0);
     t->drop_from = 0;
-    t->drop_to = s->l1_size;
+    t->drop_to = aguest;
     drop_old_l1(s, t);
     return txn_prepared(s, t, out, errp);
 }

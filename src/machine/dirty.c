@@ -110,11 +110,16 @@ int machine_dirty_log_sync(struct machine *m, uint64_t *bitmap, struct error **e
             abort();
         }
         rc = get_slot_log(m, 1, high_pages, t2, errp);
-        /* Page p of the high slot is page low_pages + p of machine_ram(). */
-        for (uint64_t p = 0; rc == 0 && p < high_pages; p++) {
-            if (t2[p / 64] & (1ULL << (p % 64))) {
-                uint64_t q = low_pages + p;
-                bitmap[q / 64] |= 1ULL << (q % 64);
+        /* Page p of the high slot is page low_pages + p of machine_ram():
+         * a word at a time (a bit at a time took milliseconds at 8 GiB). */
+        uint64_t shift = low_pages % 64, base = low_pages / 64;
+        for (uint64_t w = 0; rc == 0 && w < (high_pages + 63) / 64; w++) {
+            if (!t2[w]) {
+                continue;
+            }
+            bitmap[base + w] |= t2[w] << shift;
+            if (shift && base + w + 1 < words) {
+                bitmap[base + w + 1] |= t2[w] >> (64 - shift);
             }
         }
         free(t2);

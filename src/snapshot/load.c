@@ -202,7 +202,7 @@ static void append_note(struct error **errp, const char *fmt, ...)
 }
 
 static int apply_snapshot(struct load_ctx *ctx, const struct snapshot_progress *progress,
-                          bool *half_loaded, struct error **errp)
+                          const uint64_t *changed, bool *half_loaded, struct error **errp)
 {
     const char *tag = ctx->req->tag;
     struct snapshot_targets *t = &ctx->targets;
@@ -213,8 +213,10 @@ static int apply_snapshot(struct load_ctx *ctx, const struct snapshot_progress *
     uint64_t ram_size;
     machine_ram(ctx->m, &ram_size);
     progress_total(progress, ram_size);
-    if (restore_stage(ctx->m, ctx->vmstate, tag, ctx->vm_info.id, ctx->header.ram_offset, &stage,
-                      errp) < 0) {
+    if ((changed ? restore_stage_changed(ctx->m, ctx->vmstate, tag, ctx->vm_info.id,
+                                         ctx->header.ram_offset, changed, &stage, errp)
+                 : restore_stage(ctx->m, ctx->vmstate, tag, ctx->vm_info.id, ctx->header.ram_offset,
+                                 &stage, errp)) < 0) {
         return -1;
     }
     for (size_t i = 0; i < t->count; i++) {
@@ -290,19 +292,44 @@ int vm_snapshot_load(struct machine *m, const struct snapshot_request *req,
         find_vmstate_node(&ctx, errp) < 0 || read_and_check_vmstate(&ctx, errp) < 0) {
         goto out;
     }
-    snapshot_incr_before_load(m); /* incremental saves (save.c): the old base goes */
+    /*
+     * Still at this snapshot but for the pages changed since (the VM last
+     * saved or loaded it): a revert in place puts back only those
+     * (restore.h), and the base of incremental saves stays.  Else the old
+     * base goes and RAM is loaded whole.
+     */
+    uint64_t *changed = snapshot_incr_changed(m, ctx.vmstate, ctx.vm_info.id);
+    if (!changed) {
+        snapshot_incr_before_load(m);
+    }
     if (machine_snapshot_pause(m, RUN_STATE_RESTORE_VM, errp) < 0) {
+        if (changed) {
+            snapshot_incr_forget(m);
+            free(changed);
+        }
         goto out;
     }
     bool half_loaded = false;
     struct error *err = NULL;
-    rc = apply_snapshot(&ctx, progress, &half_loaded, &err);
+    /* In place: the rest of the marks, up to this instant (the vCPUs are
+     * parked); the count restarts here. */
+    rc = changed ? machine_dirty_log_sync(m, changed, &err) : 0;
+    if (rc == 0) {
+        rc = apply_snapshot(&ctx, progress, changed, &half_loaded, &err);
+    }
     /* RAM is the snapshot's now: track changes from this instant on (save.c). */
-    bool tracking = rc == 0 && snapshot_incr_loaded(m, NULL) == 0;
+    bool tracking = rc == 0 && !changed && snapshot_incr_loaded(m, NULL) == 0;
     /* The machine keeps the cause, for the error of a later cont. */
     machine_snapshot_resume(m, half_loaded ? err->message : NULL);
-    snapshot_incr_after_load(m, tracking ? ctx.vmstate : NULL, req->tag, ctx.vm_info.id,
-                             ctx.header.ram_offset);
+    if (changed) {
+        if (rc < 0) {
+            snapshot_incr_forget(m); /* the marks taken are gone */
+        }
+        free(changed);
+    } else {
+        snapshot_incr_after_load(m, tracking ? ctx.vmstate : NULL, req->tag, ctx.vm_info.id,
+                                 ctx.header.ram_offset);
+    }
     if (rc < 0 && half_loaded) {
         error_prepend(&err, "the VM is stopped, half-loaded (load a snapshot again, or "
                             "system_reset it, then cont)");

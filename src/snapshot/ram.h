@@ -85,6 +85,18 @@ int snapshot_incr_loaded(struct machine *m, struct error **errp);
 void snapshot_incr_after_load(struct machine *m, struct block_node *node, const char *tag,
                               const char *id, uint64_t ram_offset);
 void snapshot_incr_forget(struct machine *m);
+/*
+ * A revert in place (restore.h): if the machine's base is snapshot `id` on
+ * `node` (the VM last saved or loaded it, and the active vmstate area still
+ * shares it), the pages changed since its instant, as a bitmap to free()
+ * that the caller completes under the load's pause (machine_dirty_log_sync
+ * ORs the rest).  NULL: load it whole (no base, another snapshot, or so much
+ * changed that mapping it anew is cheaper).  The base stays: after a revert
+ * in place the VM is at the snapshot again, and its count restarts at the
+ * sync.  A revert that fails after the sync must snapshot_incr_forget(): the
+ * marks it took are gone.
+ */
+uint64_t *snapshot_incr_changed(struct machine *m, struct block_node *node, const char *id);
 /* Before snapshot `id` on `node` is deleted (with restore_release). */
 void snapshot_incr_release(struct machine *m, struct block_node *node, const char *id);
 

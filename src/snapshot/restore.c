@@ -145,6 +145,9 @@ void restore_stage_free(struct ram_stage *st)
     st->extents = NULL;
     free(st->mapped);
     st->mapped = NULL;
+    free(st->pieces);
+    st->pieces = NULL;
+    st->npieces = 0;
 }
 
 /* Read bytes [pos, pos + len) of the vmstate into the staging buffer. */
@@ -201,8 +204,8 @@ static int stage_extents(struct ram_stage *st, struct error **errp)
     return 0;
 }
 
-int restore_stage(struct machine *m, struct block_node *node, const char *tag, const char *id,
-                  uint64_t ram_offset, struct ram_stage *st, struct error **errp)
+static int stage_init(struct machine *m, struct block_node *node, const char *tag, const char *id,
+                      uint64_t ram_offset, struct ram_stage *st, struct error **errp)
 {
     memset(st, 0, sizeof(*st));
     machine_ram(m, &st->ram_size);
@@ -221,6 +224,15 @@ int restore_stage(struct machine *m, struct block_node *node, const char *tag, c
         st->buf = NULL;
         error_setg_errno(errp, errno, "cannot reserve %llu bytes to stage guest RAM",
                          (unsigned long long)st->ram_size);
+        return -1;
+    }
+    return 0;
+}
+
+int restore_stage(struct machine *m, struct block_node *node, const char *tag, const char *id,
+                  uint64_t ram_offset, struct ram_stage *st, struct error **errp)
+{
+    if (stage_init(m, node, tag, id, ram_offset, st, errp) < 0) {
         return -1;
     }
     int rc;
@@ -243,9 +255,244 @@ int restore_stage(struct machine *m, struct block_node *node, const char *tag, c
     return rc;
 }
 
+/* ---- revert in place ---- */
+
+#define LOOKUP_GAP (1u << 20)  /* changed runs closer than this share one extent lookup */
+#define READ_GAP   (64u << 10) /* and one read (the pages between are read for nothing) */
+
+static void piece_add(struct ram_stage *st, uint64_t off, uint64_t len,
+                      enum restore_piece_kind kind)
+{
+    struct restore_piece *last = st->npieces ? &st->pieces[st->npieces - 1] : NULL;
+    if (last && last->kind == kind && last->off + last->len == off) {
+        last->len += len;
+        return;
+    }
+    if ((st->npieces & (st->npieces - 1)) == 0) { /* 0, 1, 2, 4, ...: grow by doubling */
+        struct restore_piece *grown =
+                realloc(st->pieces, (st->npieces ? 2 * st->npieces : 1) * sizeof(*grown));
+        if (!grown) {
+            abort();
+        }
+        st->pieces = grown;
+    }
+    st->pieces[st->npieces++] = (struct restore_piece){.off = off, .len = len, .kind = kind};
+}
+
+/*
+ * What guest RAM maps from the image, as far as a revert to snapshot `id`
+ * on `node` may use it: a copy of the runs (ascending) if this very
+ * snapshot's load mapped them, else none.  *anon_elsewhere: whether every
+ * page outside those runs is anonymous memory, which MADV_DONTNEED turns
+ * into zeros (not so where another snapshot's runs are still mapped, nor for
+ * -mem-path RAM).  Nothing changes the record meanwhile: loads and deletes
+ * hold the machine's snapshot slot.
+ */
+static uint64_t *mapped_runs(struct machine *m, struct block_node *node, const char *id, size_t *n,
+                             bool *anon_elsewhere)
+{
+    uint64_t *copy = NULL;
+    *n = 0;
+    pthread_mutex_lock(&mappings_lock);
+    struct ram_mapping *map = mapping_of(m, false);
+    bool mine = map && map->node == node && strcmp(map->snapshot_id, id) == 0;
+    *anon_elsewhere = machine_ram_is_private(m) && (!map || map->nr_ranges == 0 || mine);
+    if (mine && map->nr_ranges) {
+        copy = malloc(map->nr_ranges * 2 * sizeof(uint64_t));
+        if (!copy) {
+            abort();
+        }
+        memcpy(copy, map->ranges, map->nr_ranges * 2 * sizeof(uint64_t));
+        *n = map->nr_ranges;
+    }
+    pthread_mutex_unlock(&mappings_lock);
+    return copy;
+}
+
+/* Reads into the staging area, neighbours merged into one. */
+struct stage_reads {
+    struct ram_stage *st;
+    uint64_t lo, hi; /* pending, in guest RAM; lo == hi: none */
+};
+
+static int reads_flush(struct stage_reads *r, struct error **errp)
+{
+    int rc = r->hi > r->lo ? stage_read(r->st, r->st->ram_offset + r->lo, r->hi - r->lo, errp) : 0;
+    r->lo = r->hi = 0;
+    return rc;
+}
+
+static int reads_add(struct stage_reads *r, uint64_t off, uint64_t len, struct error **errp)
+{
+    if (r->hi > r->lo && off <= r->hi + READ_GAP) {
+        r->hi = off + len > r->hi ? off + len : r->hi;
+        return 0;
+    }
+    if (reads_flush(r, errp) < 0) {
+        return -1;
+    }
+    r->lo = off;
+    r->hi = off + len;
+    return 0;
+}
+
+/*
+ * Changed runs [need[2i], +need[2i+1]) outside this snapshot's mapped runs:
+ * what the snapshot stores there, one extent lookup per span of nearby runs.
+ */
+static int stage_lookups(struct ram_stage *st, const uint64_t *need, size_t nneed,
+                         bool anon_elsewhere, struct error **errp)
+{
+    struct stage_reads reads = {.st = st};
+    for (size_t i = 0; i < nneed;) {
+        size_t j = i + 1;
+        while (j < nneed && need[2 * j] <= need[2 * (j - 1)] + need[2 * (j - 1) + 1] + LOOKUP_GAP) {
+            j++;
+        }
+        uint64_t s0 = need[2 * i], s1 = need[2 * (j - 1)] + need[2 * (j - 1) + 1];
+        struct block_extent *ext = NULL;
+        size_t n = 0;
+        if (block_snapshot_vmstate_map(st->node, st->tag, st->ram_offset + s0, s1 - s0, &ext, &n,
+                                       errp) < 0) {
+            error_prepend(errp, "looking up guest RAM at 0x%llx in snapshot '%s' on node '%s'",
+                          (unsigned long long)s0, st->tag, block_node_name(st->node));
+            return -1;
+        }
+        size_t e = 0;
+        for (size_t k = i; k < j; k++) {
+            uint64_t a = need[2 * k], b = a + need[2 * k + 1];
+            while (a < b) {
+                while (e < n && ext[e].pos - st->ram_offset + ext[e].len <= a) {
+                    e++;
+                }
+                if (e == n) { /* the extents cover the span exactly: cannot happen */
+                    free(ext);
+                    error_setg(errp, "node '%s': no extent for guest RAM at 0x%llx",
+                               block_node_name(st->node), (unsigned long long)a);
+                    return -1;
+                }
+                uint64_t end = ext[e].pos - st->ram_offset + ext[e].len;
+                end = end < b ? end : b;
+                if (ext[e].kind == BLOCK_EXTENT_ZERO) {
+                    piece_add(st, a, end - a, anon_elsewhere ? RESTORE_ZERO : RESTORE_COPY);
+                } else {
+                    piece_add(st, a, end - a, RESTORE_COPY);
+                    if (reads_add(&reads, a, end - a, errp) < 0) {
+                        free(ext);
+                        return -1;
+                    }
+                }
+                a = end;
+            }
+        }
+        free(ext);
+        i = j;
+    }
+    return reads_flush(&reads, errp);
+}
+
+int restore_stage_changed(struct machine *m, struct block_node *node, const char *tag,
+                          const char *id, uint64_t ram_offset, const uint64_t *changed,
+                          struct ram_stage *st, struct error **errp)
+{
+    if (stage_init(m, node, tag, id, ram_offset, st, errp) < 0) {
+        return -1;
+    }
+    st->in_place = true;
+    size_t nmapped, nneed = 0, cap = 0, r = 0;
+    bool anon_elsewhere;
+    uint64_t *mapped = mapped_runs(m, node, id, &nmapped, &anon_elsewhere);
+    uint64_t *need = NULL;
+    uint64_t pages = st->ram_size / PAGE;
+    /* Every changed run, split by this snapshot's mapped runs: inside one the
+     * file has the page, outside it must be looked up. */
+    for (uint64_t p = 0; p < pages;) {
+        if (p % 64 == 0 && changed[p / 64] == 0) {
+            p += 64;
+            continue;
+        }
+        if (!((changed[p / 64] >> (p % 64)) & 1)) {
+            p++;
+            continue;
+        }
+        uint64_t q = p + 1;
+        while (q < pages && ((changed[q / 64] >> (q % 64)) & 1)) {
+            q++;
+        }
+        for (uint64_t a = p * PAGE, b = q * PAGE; a < b;) {
+            while (r < nmapped && mapped[2 * r] + mapped[2 * r + 1] <= a) {
+                r++;
+            }
+            uint64_t end;
+            if (r < nmapped && mapped[2 * r] <= a) {
+                end = mapped[2 * r] + mapped[2 * r + 1] < b ? mapped[2 * r] + mapped[2 * r + 1] : b;
+                piece_add(st, a, end - a, RESTORE_FILE);
+            } else {
+                end = r < nmapped && mapped[2 * r] < b ? mapped[2 * r] : b;
+                if (nneed == cap) {
+                    cap = cap ? 2 * cap : 64;
+                    uint64_t *grown = realloc(need, cap * 2 * sizeof(uint64_t));
+                    if (!grown) {
+                        abort();
+                    }
+                    need = grown;
+                }
+                if (nneed && need[2 * (nneed - 1)] + need[2 * (nneed - 1) + 1] == a) {
+                    need[2 * (nneed - 1) + 1] += end - a;
+                } else {
+                    need[2 * nneed] = a;
+                    need[2 * nneed + 1] = end - a;
+                    nneed++;
+                }
+            }
+            a = end;
+        }
+        p = q;
+    }
+    free(mapped);
+    int rc = stage_lookups(st, need, nneed, anon_elsewhere, errp);
+    free(need);
+    if (rc < 0) {
+        restore_stage_free(st);
+    }
+    return rc;
+}
+
+/* Put the changed pages back (restore.h): no I/O, and the mapping record stays. */
+static int commit_in_place(struct machine *m, struct ram_stage *st, struct error **errp)
+{
+    uint8_t *ram = machine_ram(m, NULL);
+    for (size_t i = 0; i < st->npieces; i++) {
+        const struct restore_piece *pc = &st->pieces[i];
+        switch (pc->kind) {
+        case RESTORE_FILE:
+        case RESTORE_ZERO:
+            /*
+             * The guest's private copies go; the page reads from the file
+             * again (FILE) or as zero (ZERO, anonymous memory).  KVM drops
+             * its own mappings of them through its MMU notifier.
+             */
+            if (madvise(ram + pc->off, pc->len, MADV_DONTNEED) < 0) {
+                error_setg_errno(errp, errno, "cannot put back guest RAM at 0x%llx",
+                                 (unsigned long long)pc->off);
+                return -1;
+            }
+            break;
+        case RESTORE_COPY:
+            memcpy(ram + pc->off, st->buf + pc->off, pc->len);
+            break;
+        }
+    }
+    log_debug("revert in place: %zu pieces of snapshot %s", st->npieces, st->id);
+    return 0;
+}
+
 static int commit_locked(struct machine *m, struct ram_mapping *map, struct ram_stage *st,
                          struct error **errp)
 {
+    if (st->in_place) {
+        return commit_in_place(m, st, errp);
+    }
     uint8_t *ram = machine_ram(m, NULL);
     /* Whatever was mapped before is replaced entirely. */
     mapping_reset(map);

@@ -49,7 +49,36 @@ struct ram_stage {
     struct block_extent *extents;
     size_t count;
     bool *mapped; /* per extent: map it (else its bytes are in buf) */
+    /* A revert in place (restore_stage_changed): only these pieces change. */
+    struct restore_piece *pieces;
+    size_t npieces;
+    bool in_place;
 };
+
+/*
+ * Revert in place: guest RAM is the snapshot's except for the pages marked
+ * in `changed` (the dirty log since the snapshot's instant: the VM last
+ * loaded or saved it).  Only those pages are put back, each the cheapest
+ * way that is exact:
+ *   - RESTORE_FILE: the page lies in a run that this same snapshot's load
+ *     mapped MAP_PRIVATE from the image; dropping the guest's private copy
+ *     (MADV_DONTNEED) shows the file page again, which is the snapshot's
+ *     (a snapshot's clusters never change while it exists);
+ *   - RESTORE_ZERO: the snapshot stores nothing there: private anonymous
+ *     memory is dropped (reads as zero), -mem-path RAM is cleared;
+ *   - RESTORE_COPY: the bytes, read into the staging area now.
+ * restore_commit() then applies the pieces without I/O.
+ */
+enum restore_piece_kind { RESTORE_FILE, RESTORE_ZERO, RESTORE_COPY };
+
+struct restore_piece {
+    uint64_t off, len; /* in guest RAM */
+    enum restore_piece_kind kind;
+};
+
+int restore_stage_changed(struct machine *m, struct block_node *node, const char *tag,
+                          const char *id, uint64_t ram_offset, const uint64_t *changed,
+                          struct ram_stage *st, struct error **errp);
 
 int restore_stage(struct machine *m, struct block_node *node, const char *tag, const char *id,
                   uint64_t ram_offset, struct ram_stage *st, struct error **errp);

@@ -225,6 +225,49 @@ void snapshot_incr_release(struct machine *m, struct block_node *node, const cha
     base_drop(m, b);
 }
 
+uint64_t *snapshot_incr_changed(struct machine *m, struct block_node *node, const char *id)
+{
+    pthread_mutex_lock(&bases_lock);
+    bool at = false;
+    for (struct incr_base *b = bases; b; b = b->next) {
+        if (b->m == m) {
+            at = b->node == node && strcmp(b->id, id) == 0;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&bases_lock);
+    if (!at || !block_vmstate_shares(node, id)) {
+        log_debug("load of snapshot %s: not in place (%s)", id,
+                  at ? "the vmstate area no longer shares it" : "not the VM's base");
+        return NULL;
+    }
+    size_t words = machine_dirty_bitmap_words(m);
+    uint64_t *changed = calloc(words, sizeof(uint64_t));
+    if (!changed) {
+        return NULL;
+    }
+    /* Most of the marks are taken now, with the guest running: the sync under
+     * the pause then has little left to collect. */
+    if (machine_dirty_log_sync(m, changed, NULL) < 0) {
+        free(changed);
+        base_drop(m, base_take(m)); /* marks may be lost: no more increments from it */
+        return NULL;
+    }
+    uint64_t n = 0, pages = 0;
+    machine_ram(m, &pages);
+    pages /= VMSTATE_PAGE_SIZE;
+    for (size_t i = 0; i < words; i++) {
+        n += (uint64_t)__builtin_popcountll(changed[i]);
+    }
+    if (n > pages / 2) {
+        log_debug("load of snapshot %s: not in place (%llu of %llu pages changed)", id,
+                  (unsigned long long)n, (unsigned long long)pages);
+        free(changed);
+        return NULL; /* the load drops the base (snapshot_incr_before_load) */
+    }
+    return changed;
+}
+
 void snapshot_incr_before_load(struct machine *m)
 {
     base_drop(m, base_take(m));
@@ -255,6 +298,9 @@ void snapshot_incr_after_load(struct machine *m, struct block_node *node, const 
     }
     uint64_t ram_size, pages = 0;
     machine_ram(m, &ram_size);
+    /* A goto keeps the active vmstate area: whatever a failed save left
+     * there goes before the area shares the loaded snapshot. */
+    block_vmstate_discard(node, NULL);
     uint64_t *stored = ram_stored_map(node, tag, ram_offset, ram_size, &pages);
     if (!stored) {
         machine_dirty_log_stop(m);

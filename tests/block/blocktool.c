@@ -417,11 +417,9 @@ static int run_command(struct tool *t, int argc, char **argv, struct error **err
     }
     if (!strcmp(c, "snap-goto") || !strcmp(c, "snap-delete")) {
         NEED(1);
+        /* A goto keeps an unsaved vmstate (block.h): vm_end stays. */
         int rc = !strcmp(c, "snap-goto") ? block_snapshot_goto(t->node, argv[1], errp)
                                          : block_snapshot_delete(t->node, argv[1], errp);
-        if (rc == 0 && !strcmp(c, "snap-goto")) {
-            t->vm_end = 0; /* goto drops an unsaved vmstate with the old disk state */
-        }
         if (rc == 0) {
             printf("ok\n");
         }

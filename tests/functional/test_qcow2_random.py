@@ -93,8 +93,7 @@ def run_ops(bt, m, rng, pool, n_ops, img, reopen):
         elif op == "goto" and m.snaps:
             name = rng.choice(sorted(m.snaps))
             bt.ok(f"snap-goto {name}")
-            m.disk[:] = m.snaps[name][0]
-            m.vm = bytearray()
+            m.disk[:] = m.snaps[name][0]  # the unsaved vmstate is not the disk: it stays
         elif op == "delete" and m.snaps:
             name = rng.choice(sorted(m.snaps))
             bt.ok(f"snap-delete {name}")

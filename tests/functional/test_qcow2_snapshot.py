@@ -345,3 +345,31 @@ def test_vmstate_writes_are_cheap_and_safe(tmp_path, pool):
     r = qemu_img("check", img, check=False)
     assert "ERROR" not in r.stdout + r.stderr
     assert snapshots_json(img)["s"]["vm-state-size"] == 199 * 8192 + 4096
+
+
+def test_goto_to_where_the_disk_is_writes_nothing(tmp_path, pool):
+    """A goto to the snapshot the disk is still at (nothing written since its
+    creation or a goto to it) changes no byte of the image; once the disk is
+    written, the next goto puts it back, and the active vmstate area stays."""
+    img = str(tmp_path / "s.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", img, "4M")
+    with Blocktool(blockdev_qcow2(img), pool=pool) as bt:
+        bt.ok("write 0 200000 0")
+        bt.ok("snap-create s1 0")
+        at_s1 = bt.crc("read 0 200000")
+    for _ in range(2):
+        before = open(img, "rb").read()
+        with Blocktool(blockdev_qcow2(img), pool=pool) as bt:
+            bt.ok("snap-goto s1")
+        assert open(img, "rb").read() == before, "a goto with nothing to do wrote the image"
+    with Blocktool(blockdev_qcow2(img), pool=pool) as bt:
+        bt.ok("write 4096 8192 300000")
+        assert bt.crc("read 0 200000") != at_s1
+        bt.ok("vm-write 0 70000 1000")  # an unsaved vmstate: not the guest disk
+        bt.ok("snap-goto s1")
+        assert bt.crc("read 0 200000") == at_s1
+        assert bt.crc("vm-read 0 70000") == crc(pool_bytes(pool, 1000, 70000))
+        before = open(img, "rb").read()
+        bt.ok("snap-goto s1")  # at s1 again: nothing to do
+        assert open(img, "rb").read() == before
+    qemu_img_check(img)
