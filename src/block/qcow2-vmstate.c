@@ -197,6 +197,10 @@ struct ram_cluster {
     bool in_place;   /* a NORMAL cluster with refcount 1: overwrite */
     bool fresh;      /* new, at or past the end of the file: holes need no punch */
     uint64_t zero[QCOW2_MAX_CLUSTER_PAGES / 64]; /* bit i: page i of the cluster is zero */
+    /* bit i: page i was stored non-zero before this write (the caller's map;
+     * all set where there is none): only such zero pages of an overwritten
+     * cluster are punched -- a punch costs a journal transaction. */
+    uint64_t was[QCOW2_MAX_CLUSTER_PAGES / 64];
 };
 
 /* A write being gathered: runs adjacent in the file and in memory become one. */
@@ -248,8 +252,13 @@ static bool scan_cluster(struct qcow2_state *s, struct ram_cluster *c, uint64_t 
         if (!nz) {
             c->zero[i / 64] |= 1ull << (i % 64);
         }
-        if (page_map && pos + i * PAGE_SZ >= map_pos) {
-            map_assign(page_map, (pos + i * PAGE_SZ - map_pos) / PAGE_SZ, nz);
+        bool mapped = page_map && pos + i * PAGE_SZ >= map_pos;
+        uint64_t idx = mapped ? (pos + i * PAGE_SZ - map_pos) / PAGE_SZ : 0;
+        if (!mapped || (page_map[idx / 64] >> (idx % 64) & 1)) {
+            c->was[i / 64] |= 1ull << (i % 64);
+        }
+        if (mapped) {
+            map_assign(page_map, idx, nz);
         }
     }
     return any;
@@ -263,20 +272,34 @@ static void pending_flush(struct io_writer *w, struct pending_write *p)
     }
 }
 
+/*
+ * What page i of a planned cluster needs: 0 a data write, 1 a punch (a zero
+ * page where data may lie: an overwritten page stored non-zero, or a
+ * reused cluster inside the file), 2 nothing (a zero page already a hole).
+ */
+static int page_action(const struct ram_cluster *c, uint64_t i)
+{
+    if (!cl_zero(c, i)) {
+        return 0;
+    }
+    bool stale = c->in_place ? c->was[i / 64] >> (i % 64) & 1 : !c->fresh;
+    return stale ? 1 : 2;
+}
+
 /* Data runs and holes of one cluster (data runs merged across clusters). */
 static void submit_cluster(struct qcow2_state *s, struct io_writer *w, const struct ram_cluster *c,
                            struct pending_write *p)
 {
     uint64_t pages = s->cluster_size / PAGE_SZ, i = 0;
     while (i < pages) {
-        bool zero = cl_zero(c, i);
+        int action = page_action(c, i);
         uint64_t end = i + 1;
-        while (end < pages && cl_zero(c, end) == zero) {
+        while (end < pages && page_action(c, end) == action) {
             end++;
         }
         uint64_t off = c->target + i * PAGE_SZ, len = (end - i) * PAGE_SZ;
         const uint8_t *buf = c->src + i * PAGE_SZ;
-        if (!zero) {
+        if (action == 0) {
             if (p->len && p->off + p->len == off && p->buf + p->len == buf &&
                 p->len < (64u << 20)) {
                 p->len += len;
@@ -284,7 +307,7 @@ static void submit_cluster(struct qcow2_state *s, struct io_writer *w, const str
                 pending_flush(w, p);
                 *p = (struct pending_write){.off = off, .len = len, .buf = buf};
             }
-        } else if (!c->fresh) {
+        } else if (action == 1) {
             io_writer_punch(w, off, len);
         }
         i = end;

@@ -291,6 +291,49 @@ static void test_vmstate_map(void **state)
     block_graph_free(g);
 }
 
+/*
+ * The RAM writer rewriting a cluster in place (a later pre-copy round): a
+ * page the guest zeroed since it was stored becomes a hole and reads as
+ * zeros, a page that became non-zero is written, and the page map follows.
+ */
+static void test_vmstate_ram_rewrite_in_place(void **state)
+{
+    (void)state;
+    make_image(16, 4, 1 << 20);
+    struct block_graph *g = block_graph_new();
+    struct block_node *n = open_image(g, NULL);
+    enum { PAGES = 32 }; /* two 64 KiB clusters */
+    static uint8_t ram[PAGES * 4096], back[PAGES * 4096];
+    fill(ram, sizeof(ram), 5);
+    for (int i = 1; i < PAGES; i += 2) {
+        memset(ram + i * 4096, 0, 4096); /* zero pages interleaved at 4 KiB */
+    }
+    uint64_t map[2] = {0};
+    struct block_vmstate_run run = {.pos = 0, .buf = ram, .len = sizeof(ram)};
+    assert_int_equal(block_vmstate_write_ram(n, &run, 1, map, 0, NULL), 0);
+    assert_int_equal(map[0], 0x55555555u);
+    memset(ram + 2 * 4096, 0, 4096); /* stored non-zero: must become a hole */
+    fill(ram + 3 * 4096, 4096, 6);   /* was a hole: must be written */
+    assert_int_equal(block_vmstate_write_ram(n, &run, 1, map, 0, NULL), 0);
+    assert_int_equal(map[0], 0x55555559u);
+    assert_int_equal(block_vmstate_read(n, 0, back, sizeof(back), NULL), 0);
+    assert_memory_equal(back, ram, sizeof(ram));
+    /* On the host: page 2 is a hole now, pages 3 and 4 data, 5 a hole. */
+    struct block_snapshot_info info = {.name = "r", .vm_state_size = sizeof(ram)};
+    assert_int_equal(block_snapshot_create(n, &info, NULL), 0);
+    struct block_extent *ext;
+    size_t count;
+    assert_int_equal(block_snapshot_vmstate_map(n, "r", 0, sizeof(ram), &ext, &count, NULL), 0);
+    assert_true(count >= 1 && ext[0].kind == BLOCK_EXTENT_DATA && ext[0].len >= 65536);
+    int fd = block_node_host_fd(n);
+    off_t page2 = (off_t)ext[0].host_offset + 2 * 4096;
+    assert_int_equal(lseek(fd, page2, SEEK_HOLE), page2);
+    assert_int_equal(lseek(fd, page2, SEEK_DATA), page2 + 4096);
+    assert_int_equal(lseek(fd, page2 + 4096, SEEK_HOLE), page2 + 3 * 4096); /* 3, 4: data */
+    free(ext);
+    block_graph_free(g);
+}
+
 static void test_bad_headers(void **state)
 {
     (void)state;
@@ -397,6 +440,7 @@ int main(void)
             cmocka_unit_test(test_refcount_widths),
             cmocka_unit_test(test_snapshot_cow_and_copied_flags),
             cmocka_unit_test(test_vmstate_map),
+            cmocka_unit_test(test_vmstate_ram_rewrite_in_place),
             cmocka_unit_test(test_bad_headers),
             cmocka_unit_test(test_threads),
     };
