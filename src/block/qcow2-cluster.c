@@ -59,9 +59,15 @@ static int check_host_offset(struct qcow2_state *s, uint64_t e, struct error **e
 int qcow2_get_entry(struct qcow2_state *s, const uint64_t *l1, uint32_t l1_size, uint64_t voff,
                     uint64_t *l2_entry, struct error **errp)
 {
+    return qcow2_get_entries(s, l1, l1_size, voff, l2_entry, 1, errp);
+}
+
+int qcow2_get_entries(struct qcow2_state *s, const uint64_t *l1, uint32_t l1_size, uint64_t voff,
+                      uint64_t *entries, size_t n, struct error **errp)
+{
     uint64_t vc = voff >> s->cluster_bits;
     uint64_t l1i = vc >> s->l2_bits;
-    *l2_entry = 0;
+    memset(entries, 0, n * sizeof(*entries));
     if (l1i >= l1_size) {
         return 0;
     }
@@ -81,9 +87,15 @@ int qcow2_get_entry(struct qcow2_state *s, const uint64_t *l1, uint32_t l1_size,
     if (qcow2_cache_get(s, &s->l2_cache, l2off, &l2, errp) < 0) {
         return -1;
     }
-    *l2_entry = be64_get(l2 + (vc & (s->l2_entries - 1)) * 8);
+    uint64_t first = vc & (s->l2_entries - 1);
+    n = n < s->l2_entries - first ? n : s->l2_entries - first;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        entries[i] = be64_get(l2 + (first + i) * 8);
+        rc = check_host_offset(s, entries[i], errp);
+    }
     qcow2_cache_put(&s->l2_cache, l2);
-    return check_host_offset(s, *l2_entry, errp);
+    return rc;
 }
 
 static int inflate_deflate(struct qcow2_state *s, size_t in_len, struct error **errp)

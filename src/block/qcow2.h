@@ -291,6 +291,9 @@ int qcow2_update_l1_refcounts(struct qcow2_state *s, const uint64_t *l1, uint32_
 enum qcow2_cluster_type qcow2_entry_type(const struct qcow2_state *s, uint64_t l2_entry);
 int qcow2_get_entry(struct qcow2_state *s, const uint64_t *l1, uint32_t l1_size, uint64_t voff,
                     uint64_t *l2_entry, struct error **errp);
+/* The entries of n clusters from voff on, all in voff's L2 table (n is cut at its end). */
+int qcow2_get_entries(struct qcow2_state *s, const uint64_t *l1, uint32_t l1_size, uint64_t voff,
+                      uint64_t *entries, size_t n, struct error **errp);
 /* Read through any L1 table (the active one or a snapshot's). */
 int qcow2_read_l1(struct qcow2_state *s, const uint64_t *l1, uint32_t l1_size, uint64_t voff,
                   uint8_t *buf, size_t len, bool use_backing, struct error **errp);

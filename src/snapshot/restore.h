@@ -87,7 +87,8 @@ void restore_stage_free(struct ram_stage *st);
 
 /*
  * Before snapshot `id` on `node` is deleted: if guest RAM maps its clusters,
- * make those pages private copies.  Safe with vCPUs running.
+ * make those pages private copies (data) or fresh zero pages (the holes of
+ * all-zero clusters).  Pauses the vCPUs briefly itself.
  */
 int restore_release(struct machine *m, struct block_node *node, const char *id,
                     struct error **errp);

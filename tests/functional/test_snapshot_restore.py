@@ -1,12 +1,17 @@
 """Instant restore: guest RAM is mapped from the snapshot's clusters.  A
 guest write never reaches the image, deleting the snapshot and reusing its
 clusters never changes guest memory, and images whose clusters cannot be
-mapped are read instead."""
+mapped are read instead.  Zero stretches of RAM lie in the file as holes,
+so RAM maps in a few long runs, and deleting the snapshot turns them into
+fresh zero pages, not copies."""
+import os
+import re
 import subprocess
 
 import pytest
 
 from snapshot_vm import Disk, Guest, qemu_img_check
+from vm import DATA_START
 
 pytestmark = pytest.mark.kvm
 
@@ -128,3 +133,48 @@ def test_stop_and_cont_during_a_load_are_honoured(tmp_path, before):
             g.qmp.cmd("cont")
         g.resync()  # the guest runs on from the snapshot
     assert qemu_img_check(str(tmp_path / "disk0.qcow2")) == (0, 0)
+
+
+STRIDE = 512 << 10
+
+
+def striped_ram(path, size):
+    """Data in every other 512 KiB of the data region, zeros between."""
+    chunk = os.urandom(STRIDE)
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for off in range(DATA_START, size, 2 * STRIDE):
+            f.seek(off)
+            f.write(chunk)
+
+
+def rss_anon_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon:")) / 1024
+
+
+def test_zero_stretches_map_in_few_runs_and_free_as_zero_pages(tmp_path):
+    mem = 256
+    ram = tmp_path / "vm.ram"
+    striped_ram(ram, mem << 20)
+    disk = Disk("disk0", "qcow2", "64M")
+    with Guest(tmp_path, disks=[disk], mem=str(mem), extra=["-mem-path", str(ram)]) as g:
+        saved = g.guest.sum()
+        g.qmp.cmd("savevm", tag="a")
+    env = {**os.environ, "SNAPVM_DEBUG": "1"}
+    with Guest(tmp_path, disks=[disk], mem=str(mem), name="load", env=env,
+               extra=["-loadvm", "a"], wait_ready=False) as g:
+        g.resync()
+        runs = [int(n) for n in re.findall(r"instant restore: (\d+) runs", g.guest.stderr())]
+        # 127 stretches of data: one run each if the zeros between had no place in the file.
+        assert runs and runs[-1] <= 4, runs
+        assert g.guest.sum() == saved  # every page read: data and holes
+        g.guest.cmd("fill 9 3")  # private copies, over data and zero stretches
+        changed = g.guest.sum()
+        g.qmp.cmd("delvm", tag="a")
+        # The data was copied, the zero stretches became fresh zero pages:
+        # not a copy of all of RAM.
+        assert rss_anon_mib(g.guest.proc.pid) < mem * 0.5 + 48, rss_anon_mib(g.guest.proc.pid)
+        g.qmp.cmd("savevm", tag="b")  # a new vmstate over a's freed clusters
+        assert g.guest.sum() == changed
+    assert qemu_img_check(disk.path(tmp_path)) == (0, 0)
