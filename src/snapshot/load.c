@@ -296,7 +296,9 @@ int vm_snapshot_load(struct machine *m, const struct snapshot_request *req,
      * Still at this snapshot but for the pages changed since (the VM last
      * saved or loaded it): a revert in place puts back only those
      * (restore.h), and the base of incremental saves stays.  Else the old
-     * base goes and RAM is loaded whole.
+     * base goes and RAM is loaded whole.  (One sync, under the pause: a
+     * sync before it as well would cost the load more than it saves the
+     * pause.)
      */
     uint64_t *changed = snapshot_incr_changed(m, ctx.vmstate, ctx.vm_info.id);
     if (!changed) {

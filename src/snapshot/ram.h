@@ -88,13 +88,12 @@ void snapshot_incr_forget(struct machine *m);
 /*
  * A revert in place (restore.h): if the machine's base is snapshot `id` on
  * `node` (the VM last saved or loaded it, and the active vmstate area still
- * shares it), the pages changed since its instant, as a bitmap to free()
- * that the caller completes under the load's pause (machine_dirty_log_sync
- * ORs the rest).  NULL: load it whole (no base, another snapshot, or so much
- * changed that mapping it anew is cheaper).  The base stays: after a revert
- * in place the VM is at the snapshot again, and its count restarts at the
- * sync.  A revert that fails after the sync must snapshot_incr_forget(): the
- * marks it took are gone.
+ * shares it), an empty page bitmap (free() it) for the caller to fill under
+ * the load's pause with machine_dirty_log_sync(): the pages changed since
+ * the snapshot's instant.  NULL: no base, or another snapshot.  The base
+ * stays: after a revert the VM is at the snapshot again, and the count
+ * restarts at that sync.  A revert that fails after the sync must
+ * snapshot_incr_forget(): the marks it took are gone.
  */
 uint64_t *snapshot_incr_changed(struct machine *m, struct block_node *node, const char *id);
 /* Before snapshot `id` on `node` is deleted (with restore_release). */

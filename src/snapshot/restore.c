@@ -481,6 +481,16 @@ int restore_stage_changed(struct machine *m, struct block_node *node, const char
                           const char *id, uint64_t ram_offset, const uint64_t *changed,
                           struct ram_stage *st, struct error **errp)
 {
+    uint64_t ram_size, n = 0;
+    machine_ram(m, &ram_size);
+    for (size_t i = 0; i < (ram_size / PAGE + 63) / 64; i++) {
+        n += (uint64_t)__builtin_popcountll(changed[i]);
+    }
+    if (n > ram_size / PAGE / 2) {
+        log_debug("revert of snapshot %s: %llu of %llu pages changed, mapped anew", id,
+                  (unsigned long long)n, (unsigned long long)(ram_size / PAGE));
+        return restore_stage(m, node, tag, id, ram_offset, st, errp);
+    }
     if (stage_init(m, node, tag, id, ram_offset, st, errp) < 0) {
         return -1;
     }

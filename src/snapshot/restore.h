@@ -67,7 +67,9 @@ struct ram_stage {
  *   - RESTORE_ZERO: the snapshot stores nothing there: private anonymous
  *     memory is dropped (reads as zero), -mem-path RAM is cleared;
  *   - RESTORE_COPY: the bytes, read into the staging area now.
- * restore_commit() then applies the pieces without I/O.
+ * restore_commit() then applies the pieces without I/O.  If more than half
+ * of RAM changed, mapping the snapshot anew is cheaper than reading it:
+ * it is then staged as restore_stage() does.
  */
 enum restore_piece_kind { RESTORE_FILE, RESTORE_ZERO, RESTORE_COPY };
 

@@ -241,29 +241,9 @@ uint64_t *snapshot_incr_changed(struct machine *m, struct block_node *node, cons
                   at ? "the vmstate area no longer shares it" : "not the VM's base");
         return NULL;
     }
-    size_t words = machine_dirty_bitmap_words(m);
-    uint64_t *changed = calloc(words, sizeof(uint64_t));
+    uint64_t *changed = calloc(machine_dirty_bitmap_words(m), sizeof(uint64_t));
     if (!changed) {
-        return NULL;
-    }
-    /* Most of the marks are taken now, with the guest running: the sync under
-     * the pause then has little left to collect. */
-    if (machine_dirty_log_sync(m, changed, NULL) < 0) {
-        free(changed);
-        base_drop(m, base_take(m)); /* marks may be lost: no more increments from it */
-        return NULL;
-    }
-    uint64_t n = 0, pages = 0;
-    machine_ram(m, &pages);
-    pages /= VMSTATE_PAGE_SIZE;
-    for (size_t i = 0; i < words; i++) {
-        n += (uint64_t)__builtin_popcountll(changed[i]);
-    }
-    if (n > pages / 2) {
-        log_debug("load of snapshot %s: not in place (%llu of %llu pages changed)", id,
-                  (unsigned long long)n, (unsigned long long)pages);
-        free(changed);
-        return NULL; /* the load drops the base (snapshot_incr_before_load) */
+        abort();
     }
     return changed;
 }

@@ -231,3 +231,23 @@ def test_revert_in_place_fails_cleanly_under_io_errors(tmp_path, op):
             break  # the Nth I/O was past the revert's last one
         assert failures >= 1, f"no {op} in a revert in place"
     assert qemu_img_check(disk.path(tmp_path)) == (0, 0)
+
+
+def test_revert_after_most_of_ram_changed_maps_it_anew(tmp_path):
+    """With more than half of RAM changed, the snapshot is mapped anew
+    rather than read page by page; the base stays all the same."""
+    disk = Disk("disk0", "qcow2", "64M")
+    with Guest(tmp_path, disks=[disk], mem="64", env=DEBUG) as g:
+        g.guest.cmd("fill 1 8")
+        saved = g.guest.sum()
+        g.qmp.cmd("savevm", tag="a")
+        g.guest.cmd("fill 2 60")
+        g.qmp.cmd("loadvm", tag="a")
+        assert re.search(r"revert of snapshot \S+: \d+ of \d+ pages changed, mapped anew",
+                         g.guest.stderr())
+        g.resync()
+        assert g.guest.sum() == saved
+        g.guest.cmd("fill 3 4")
+        revert(g, "a")  # still the base
+        assert g.guest.sum() == saved
+    assert qemu_img_check(disk.path(tmp_path)) == (0, 0)
