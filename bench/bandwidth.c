@@ -51,20 +51,28 @@ static double memcpy_mib_s(size_t bytes)
     return 4.0 * (double)bytes / (1 << 20) / secs;
 }
 
-static void file_mib_s(const char *dir, size_t bytes, double *write_bw, double *read_bw)
+/* A fresh, already unlinked file in dir, and a CHUNK of data to write to it. */
+static int scratch_file(const char *dir, char **buf)
 {
     char path[4096];
     snprintf(path, sizeof(path), "%s/bandwidth.XXXXXX", dir);
     int fd = mkstemp(path);
-    if (fd < 0) {
+    *buf = malloc(CHUNK);
+    if (fd < 0 || !*buf) {
         perror(path);
         exit(1);
     }
     unlink(path);
-    char *buf = malloc(CHUNK);
     for (size_t i = 0; i < CHUNK; i++) {
-        buf[i] = (char)(i * 131 + 7); /* not zero, not trivially compressible */
+        (*buf)[i] = (char)(i * 131 + 7); /* not zero, not trivially compressible */
     }
+    return fd;
+}
+
+static void file_mib_s(const char *dir, size_t bytes, double *write_bw, double *read_bw)
+{
+    char *buf;
+    int fd = scratch_file(dir, &buf);
     double t0 = now();
     for (size_t off = 0; off < bytes; off += CHUNK) {
         if (pwrite(fd, buf, CHUNK, (off_t)off) != (ssize_t)CHUNK) {
@@ -112,18 +120,8 @@ static void *writeback(void *opaque)
 /* Seconds to write the interleaved pattern over `span` bytes and fdatasync. */
 static double interleaved_s(const char *dir, size_t span, bool overlap)
 {
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/interleaved.XXXXXX", dir);
-    int fd = mkstemp(path);
-    if (fd < 0) {
-        perror(path);
-        exit(1);
-    }
-    unlink(path);
-    char *buf = malloc(CHUNK);
-    for (size_t i = 0; i < CHUNK; i++) {
-        buf[i] = (char)(i * 131 + 7 + i / 4096);
-    }
+    char *buf;
+    int fd = scratch_file(dir, &buf);
     struct interleaved iv = {.fd = fd, .span = span};
     pthread_t th;
     double t0 = now();

@@ -85,23 +85,24 @@ def copy_sparse(src, dst):
     subprocess.run(["cp", "--sparse=always", src, dst], check=True)
 
 
+def proc_field(path, key):
+    """The number after `key:` in a /proc file of "key: value" lines (0 if absent)."""
+    with open(path) as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
 def wchar(pid):
     """Bytes the VMM caused to be written to storage (/proc/PID/io
     write_bytes: counts every thread, io_uring workers included, and
     whatever path the writes took -- write(), io_uring, mmap)."""
-    with open(f"/proc/{pid}/io") as f:
-        for line in f:
-            if line.startswith("write_bytes:"):
-                return int(line.split()[1])
-    return 0
+    return proc_field(f"/proc/{pid}/io", "write_bytes")
 
 
 def vm_hwm_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
+    return proc_field(f"/proc/{pid}/status", "VmHWM")
 
 
 def ts(event):

@@ -63,15 +63,20 @@ static struct qcow2_snapshot *vmstate_snapshot(struct qcow2_state *s, const char
     return sn;
 }
 
+/* The snapshot whose vmstate range is asked for, and its L1 (NULL: error). */
+static uint64_t *vmstate_snapshot_l1(struct qcow2_state *s, const char *name_or_id, uint64_t pos,
+                                     uint64_t len, struct qcow2_snapshot **snp, struct error **errp)
+{
+    *snp = vmstate_snapshot(s, name_or_id, pos, len, errp);
+    return *snp ? qcow2_read_snapshot_l1(s, *snp, errp) : NULL;
+}
+
 int qcow2_snapshot_vmstate_read(struct block_node *node, const char *name_or_id, uint64_t pos,
                                 void *buf, size_t len, struct error **errp)
 {
     struct qcow2_state *s = node->opaque;
-    struct qcow2_snapshot *sn = vmstate_snapshot(s, name_or_id, pos, len, errp);
-    if (!sn) {
-        return -1;
-    }
-    uint64_t *l1 = qcow2_read_snapshot_l1(s, sn, errp);
+    struct qcow2_snapshot *sn;
+    uint64_t *l1 = vmstate_snapshot_l1(s, name_or_id, pos, len, &sn, errp);
     if (!l1) {
         return -1;
     }
@@ -108,11 +113,8 @@ int qcow2_snapshot_vmstate_map(struct block_node *node, const char *name_or_id, 
                                struct error **errp)
 {
     struct qcow2_state *s = node->opaque;
-    struct qcow2_snapshot *sn = vmstate_snapshot(s, name_or_id, pos, len, errp);
-    if (!sn) {
-        return -1;
-    }
-    uint64_t *l1 = qcow2_read_snapshot_l1(s, sn, errp);
+    struct qcow2_snapshot *sn;
+    uint64_t *l1 = vmstate_snapshot_l1(s, name_or_id, pos, len, &sn, errp);
     if (!l1) {
         return -1;
     }
