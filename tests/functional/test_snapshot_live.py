@@ -80,6 +80,20 @@ def assert_one_instant(ram, gens):
         assert top == gen_mem + 1 and k <= BATCH_PAGES, (top, gen_mem, k)
 
 
+def assert_ram_file_one_instant(ram_file):
+    """The -mem-path RAM file of a stopped VM holds RAM of one instant of
+    the guest's `dirty` loop (which has written most of the data region)."""
+    with open(ram_file, "rb") as f:
+        ram = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+        try:
+            data_bytes = os.path.getsize(ram_file) - DATA_START
+            gens = page_generations(ram, data_bytes - (data_bytes % PAGE))
+            assert len([x for x in gens if x is not None]) > len(gens) // 2
+            assert_one_instant(ram, gens)
+        finally:
+            ram.close()
+
+
 def test_live_save_is_one_instant(tmp_path):
     ram_file = str(tmp_path / "ram")
     mem = 256
@@ -96,23 +110,14 @@ def test_live_save_is_one_instant(tmp_path):
 
         g.qmp.cmd("stop")
         g.qmp.cmd("loadvm", tag="live")  # the VM stays stopped: RAM is the snapshot's
-        with open(ram_file, "rb") as f:
-            ram = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
-            data_bytes = os.path.getsize(ram_file) - DATA_START
-            gens = page_generations(ram, data_bytes - (data_bytes % PAGE))
-            assert len([x for x in gens if x is not None]) > len(gens) // 2
-            assert_one_instant(ram, gens)
-            ram.close()
+        assert_ram_file_one_instant(ram_file)
         # Carry on from the loaded state: the loop resumes from its registers
         # (the instant of the pause).  Had RAM been older than the vCPU state,
         # the pages in between would stay behind as a hole of older pages.
         g.qmp.cmd("cont")
         time.sleep(0.05)
         g.qmp.cmd("stop")
-        with open(ram_file, "rb") as f:
-            ram = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
-            assert_one_instant(ram, page_generations(ram, data_bytes - (data_bytes % PAGE)))
-            ram.close()
+        assert_ram_file_one_instant(ram_file)
         g.qmp.cmd("cont")
         g.resync()
         assert g.guest.cmd("dirty 0") == "ok"
