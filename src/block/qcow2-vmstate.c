@@ -594,6 +594,75 @@ static int write_clusters(struct qcow2_state *s, struct ram_cluster *cl, size_t 
 }
 
 /*
+ * The missing L2 tables of the vmstate area that this write and the rest of
+ * the save will need, made in one go: from the first L1 entry of this write
+ * to the furthest table the area already has (a save reserves its header
+ * and device section, past the RAM, before the RAM: so the first batch of a
+ * full save makes the tables of all of RAM), or this write's last entry.
+ *
+ * Why: qcow2_l2_for_write makes one table with two flushes of its own, and
+ * a flush waits for all the writeback in flight -- 16 tables, 32 flushes
+ * over an 8 GiB save with 64 KiB clusters.  Here: one run of new clusters,
+ * zeroed, one flush (their refcounts and their zeros durable before
+ * anything points at them), then each L1 entry, written alone as
+ * qcow2_l2_for_write does (an 8-byte write lands whole or not at all).  A
+ * failure on the way frees the tables no entry names yet; those already
+ * named are the area's, freed with it.
+ */
+#define RESERVE_MAX_TABLES 64 /* 32 GiB of RAM at 64 KiB clusters */
+
+static int reserve_tables(struct qcow2_state *s, uint32_t from, uint32_t to, struct error **errp)
+{
+    for (uint32_t i = to; i < s->l1_size; i++) {
+        to = s->l1[i] ? i + 1 : to;
+    }
+    uint32_t missing = 0;
+    for (uint32_t i = from; i < to; i++) {
+        missing += !s->l1[i];
+    }
+    /*
+     * One table: the ordinary path costs the same.  Many (small clusters:
+     * a table per 32 KiB of RAM at 512 bytes): the allocator's search for
+     * one long run would cost more than the flushes it saves.
+     */
+    if (missing < 2 || missing > RESERVE_MAX_TABLES) {
+        return 0;
+    }
+    uint64_t run;
+    if (qcow2_alloc_clusters(s, missing, &run, errp) < 0) {
+        return -1;
+    }
+    uint8_t *zeros = calloc(missing, s->cluster_size);
+    if (!zeros) {
+        abort();
+    }
+    int rc = qcow2_file_pwrite(s, run, zeros, (uint64_t)missing << s->cluster_bits, errp);
+    free(zeros);
+    if (rc == 0) {
+        rc = qcow2_barrier(s, errp);
+    }
+    uint32_t used = 0;
+    for (uint32_t i = from; i < to && rc == 0; i++) {
+        if (!s->l1[i]) {
+            s->l1[i] = (run + ((uint64_t)used << s->cluster_bits)) | QCOW_OFLAG_COPIED;
+            rc = qcow2_write_l1_entry(s, i, errp);
+            if (rc < 0) {
+                s->l1[i] = 0;
+            } else {
+                used++;
+            }
+        }
+    }
+    if (used) {
+        qcow2_meta_changed(s);
+    }
+    if (used < missing) {
+        qcow2_free_clusters(s, run + ((uint64_t)used << s->cluster_bits), missing - used, NULL);
+    }
+    return rc;
+}
+
+/*
  * Pages outside whole clusters (a partial cluster at the end of RAM, or
  * clusters smaller than a page) through the ordinary write path, page by
  * page: non-zero pages in runs, and a zero page only where the map says a
@@ -639,17 +708,22 @@ int qcow2_vmstate_write_ram(struct block_node *node, const struct block_vmstate_
     struct ram_cluster *cl = NULL;
     size_t ncl = 0, cap = 0;
     int rc = qcow2_check_writable(s, errp);
-    uint64_t end_l1 = 0;
+    uint64_t first_l1 = UINT64_MAX, end_l1 = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         const struct block_vmstate_run *r = &runs[i];
         rc = check_vmstate_range(s, r->pos, r->len, errp);
         if (rc == 0 && r->len) {
+            uint64_t f = ((base + r->pos) >> s->cluster_bits) >> s->l2_bits;
             uint64_t e = (((base + r->pos + r->len - 1) >> s->cluster_bits) >> s->l2_bits) + 1;
+            first_l1 = f < first_l1 ? f : first_l1;
             end_l1 = e > end_l1 ? e : end_l1;
         }
     }
     if (rc == 0 && end_l1 > s->l1_size) {
         rc = qcow2_grow_l1(s, (uint32_t)end_l1, errp);
+    }
+    if (rc == 0 && first_l1 < end_l1) {
+        rc = reserve_tables(s, (uint32_t)first_l1, (uint32_t)end_l1, errp);
     }
     for (size_t i = 0; i < n && rc == 0; i++) {
         const struct block_vmstate_run *r = &runs[i];
