@@ -26,9 +26,24 @@ bool page_is_zero(const void *p)
     return acc == 0;
 }
 
-static bool bit_get(const uint64_t *map, uint64_t i)
+/*
+ * Bits set in map[from, to), a word at a time (stop_at_one: 1 as soon as
+ * one is found).  The final pass runs these over every cluster of RAM with
+ * the guest paused: bit by bit that was milliseconds at 4 GiB.
+ */
+static uint64_t bits_set(const uint64_t *map, uint64_t from, uint64_t to, bool stop_at_one)
 {
-    return (map[i / 64] >> (i % 64)) & 1;
+    uint64_t n = 0;
+    while (from < to) {
+        uint64_t b = from % 64, len = 64 - b < to - from ? 64 - b : to - from;
+        uint64_t mask = (len == 64 ? ~0ull : (1ull << len) - 1) << b;
+        n += (uint64_t)__builtin_popcountll(map[from / 64] & mask);
+        if (n && stop_at_one) {
+            return 1;
+        }
+        from += len;
+    }
+    return n;
 }
 
 int ram_saver_init(struct ram_saver *s, struct block_node *node, uint64_t ram_offset,
@@ -68,11 +83,7 @@ void ram_saver_destroy(struct ram_saver *s)
 /* Stored-map bits set in pages [first, first + count). */
 static uint64_t count_stored(const struct ram_saver *s, uint64_t first, uint64_t count)
 {
-    uint64_t n = 0;
-    for (uint64_t i = first; i < first + count; i++) {
-        n += bit_get(s->stored, i);
-    }
-    return n;
+    return bits_set(s->stored, first, first + count, false);
 }
 
 static void report_progress(struct ram_saver *s, uint64_t pages)
@@ -159,25 +170,12 @@ int ram_save_pages(struct ram_saver *s, uint64_t first, uint64_t count, struct e
     return batch_flush(s, errp);
 }
 
-/* Is any page of cluster c marked?  (Clean 64-page words are skipped whole.) */
+/* Is any page of cluster c marked? */
 static bool cluster_marked(const struct ram_saver *s, const uint64_t *dirty, uint64_t c)
 {
     uint64_t pages = s->ram_size / PAGE, p0 = c * s->cluster_pages;
     uint64_t p1 = p0 + s->cluster_pages < pages ? p0 + s->cluster_pages : pages;
-    for (uint64_t p = p0; p < p1;) {
-        if (p % 64 == 0 && p + 64 <= p1) {
-            if (dirty[p / 64]) {
-                return true;
-            }
-            p += 64;
-            continue;
-        }
-        if (bit_get(dirty, p)) {
-            return true;
-        }
-        p++;
-    }
-    return false;
+    return bits_set(dirty, p0, p1, true) != 0;
 }
 
 uint64_t ram_dirty_cluster_pages(const struct ram_saver *s, const uint64_t *dirty)
