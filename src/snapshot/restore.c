@@ -1,8 +1,9 @@
 /*
  * Instant restore (see restore.h): staging a snapshot's RAM beside guest
  * memory (a plan of the clusters to map, and everything that must be read,
- * read into a staging area), putting it in place, and turning mapped pages
- * into private memory before the snapshot can go away.
+ * read into a staging area), putting it in place, reverting in place (only
+ * the pages changed since the snapshot), and turning mapped pages into
+ * private memory before the snapshot can go away.
  */
 #include "snapshot/restore.h"
 

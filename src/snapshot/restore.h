@@ -4,15 +4,19 @@
  * Loading maps every cluster run of the vmstate's RAM section MAP_PRIVATE
  * from the image file over guest RAM, maps fresh zero pages where the
  * snapshot stored nothing, and reads only what cannot be mapped (compressed
- * clusters, clusters smaller than a page, -mem-path RAM).  The guest runs at
- * once; pages are read from the page cache on first touch, and a write by
- * the guest copies the page (MAP_PRIVATE), so it never reaches the image.
+ * clusters, clusters smaller than a page, -mem-path RAM).  A save lays RAM
+ * out in the file as in memory, all-zero clusters as holes, so the runs are
+ * few and long; where reading a hole through a mapping would allocate
+ * (tmpfs), the holes stay fresh zero pages.  The guest runs at once; pages
+ * are read from the page cache on first touch, and a write by the guest
+ * copies the page (MAP_PRIVATE), so it never reaches the image.
  *
  * The mapped clusters belong to the snapshot alone, and nothing rewrites a
  * snapshot's clusters in place; they can only change after the snapshot is
  * deleted and they are reused.  So before a snapshot is deleted (delvm,
  * snapshot-delete, a replacing HMP savevm), restore_release() copies every
- * still-mapped page into private memory first.
+ * still-mapped data page into private memory first, and makes the pages of
+ * its holes fresh zero pages.
  */
 #ifndef SNAPVM_SNAPSHOT_RESTORE_H
 #define SNAPVM_SNAPSHOT_RESTORE_H
