@@ -65,7 +65,7 @@ struct ram_mapping {
     struct block_node *node; /* NULL: nothing is mapped */
     char snapshot_id[128];
     struct mapped_run *ranges; /* ascending in guest RAM */
-    size_t nr_ranges;
+    size_t nr_ranges, ranges_cap;
     struct ram_mapping *next;
 };
 
@@ -117,21 +117,32 @@ static void mapping_reset(struct ram_mapping *map)
 {
     free(map->ranges);
     map->ranges = NULL;
-    map->nr_ranges = 0;
+    map->nr_ranges = map->ranges_cap = 0;
     map->node = NULL;
     map->snapshot_id[0] = 0;
 }
 
+/*
+ * Room for element n of a growing array of `size`-byte elements (*cap of
+ * them allocated): the capacity doubles; out of memory aborts, as every
+ * allocation of snapvm's does.
+ */
+static void *room_for(void *v, size_t n, size_t *cap, size_t size)
+{
+    if (n < *cap) {
+        return v;
+    }
+    *cap = *cap ? 2 * *cap : 16;
+    v = realloc(v, *cap * size);
+    if (!v) {
+        abort();
+    }
+    return v;
+}
+
 static void mapping_add(struct ram_mapping *map, uint64_t offset, uint64_t len, uint64_t host)
 {
-    if ((map->nr_ranges & (map->nr_ranges - 1)) == 0) { /* 0, 1, 2, 4, ...: grow by doubling */
-        struct mapped_run *grown =
-                realloc(map->ranges, (map->nr_ranges ? 2 * map->nr_ranges : 1) * sizeof(*grown));
-        if (!grown) {
-            abort();
-        }
-        map->ranges = grown;
-    }
+    map->ranges = room_for(map->ranges, map->nr_ranges, &map->ranges_cap, sizeof(*map->ranges));
     map->ranges[map->nr_ranges++] = (struct mapped_run){.off = offset, .len = len, .host = host};
 }
 
@@ -158,7 +169,7 @@ void restore_stage_free(struct ram_stage *st)
     st->mapped = NULL;
     free(st->pieces);
     st->pieces = NULL;
-    st->npieces = 0;
+    st->npieces = st->pieces_cap = 0;
 }
 
 /* Read bytes [pos, pos + len) of the vmstate into the staging buffer. */
@@ -189,13 +200,7 @@ static bool reads_of_holes_allocate(int fd)
 
 static void extent_add(struct block_extent **v, size_t *n, size_t *cap, struct block_extent e)
 {
-    if (*n == *cap) {
-        *cap = *cap ? 2 * *cap : 64;
-        *v = realloc(*v, *cap * sizeof(**v));
-        if (!*v) {
-            abort();
-        }
-    }
+    *v = room_for(*v, *n, cap, sizeof(**v));
     (*v)[(*n)++] = e;
 }
 
@@ -355,14 +360,7 @@ static void piece_add(struct ram_stage *st, uint64_t off, uint64_t len,
         last->len += len;
         return;
     }
-    if ((st->npieces & (st->npieces - 1)) == 0) { /* 0, 1, 2, 4, ...: grow by doubling */
-        struct restore_piece *grown =
-                realloc(st->pieces, (st->npieces ? 2 * st->npieces : 1) * sizeof(*grown));
-        if (!grown) {
-            abort();
-        }
-        st->pieces = grown;
-    }
+    st->pieces = room_for(st->pieces, st->npieces, &st->pieces_cap, sizeof(*st->pieces));
     st->pieces[st->npieces++] = (struct restore_piece){.off = off, .len = len, .kind = kind};
 }
 
@@ -526,14 +524,7 @@ int restore_stage_changed(struct machine *m, struct block_node *node, const char
                 piece_add(st, a, end - a, RESTORE_FILE);
             } else {
                 end = r < nmapped && mapped[r].off < b ? mapped[r].off : b;
-                if (nneed == cap) {
-                    cap = cap ? 2 * cap : 64;
-                    uint64_t *grown = realloc(need, cap * 2 * sizeof(uint64_t));
-                    if (!grown) {
-                        abort();
-                    }
-                    need = grown;
-                }
+                need = room_for(need, nneed, &cap, 2 * sizeof(uint64_t)); /* (offset, length) */
                 if (nneed && need[2 * (nneed - 1)] + need[2 * (nneed - 1) + 1] == a) {
                     need[2 * (nneed - 1) + 1] += end - a;
                 } else {

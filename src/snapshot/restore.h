@@ -55,7 +55,7 @@ struct ram_stage {
     bool *mapped; /* per extent: map it (else its bytes are in buf) */
     /* A revert in place (restore_stage_changed): only these pieces change. */
     struct restore_piece *pieces;
-    size_t npieces;
+    size_t npieces, pieces_cap;
     bool in_place;
 };
 
