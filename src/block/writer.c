@@ -3,7 +3,8 @@
  * punches and writeback hints in flight on one io_uring, each checked with
  * the fault hook just before it is submitted.  A short write is finished
  * synchronously; a file system that cannot punch holes gets zeros written
- * instead (correct, only not sparse).
+ * instead (correct, only not sparse).  Page-aligned writes go direct
+ * (writer.h says why).
  */
 #include "block/writer.h"
 
@@ -40,6 +41,7 @@ void io_writer_init(struct io_writer *w, int fd, const char *path)
     snprintf(self, sizeof(self), "/proc/self/fd/%d", fd);
     int own = open(self, O_WRONLY | O_CLOEXEC);
     w->own_fd = own;
+    w->dio_fd = -1;
     if (own >= 0) {
         w->fd = own;
     }
@@ -57,6 +59,21 @@ void io_writer_init(struct io_writer *w, int fd, const char *path)
         return;
     }
     w->ring = ring;
+    /* Direct writes only on the ring: one at a time they would each wait for the disk. */
+    w->dio_fd = open(self, O_WRONLY | O_CLOEXEC | O_DIRECT);
+}
+
+static void stop_direct(struct io_writer *w)
+{
+    if (w->dio_fd >= 0) {
+        close(w->dio_fd);
+        w->dio_fd = -1;
+    }
+}
+
+static bool page_aligned(uint64_t v)
+{
+    return (v & 4095) == 0;
 }
 
 static void note_error(struct io_writer *w, int err, const struct io_writer_req *r)
@@ -125,7 +142,11 @@ static void complete(struct io_writer *w, struct io_uring_cqe *cqe)
     int res = cqe->res;
     switch (r->kind) {
     case IO_WRITER_WRITE:
-        if (res < 0) {
+        if (res == -EINVAL && r->direct) {
+            /* The file takes no direct I/O after all: this one and the rest buffered. */
+            stop_direct(w);
+            write_sync(w, r);
+        } else if (res < 0) {
             note_error(w, -res, r);
         } else if ((uint64_t)res < r->len) {
             struct io_writer_req rest = {.off = r->off + (uint64_t)res,
@@ -211,7 +232,9 @@ static const enum fault_op fault_ops[] = {
 static void submit(struct io_writer *w, enum io_writer_kind kind, uint64_t off, const void *buf,
                    uint64_t len)
 {
-    struct io_writer_req r = {.off = off, .buf = buf, .len = len, .kind = kind};
+    bool direct = kind == IO_WRITER_WRITE && w->dio_fd >= 0 && page_aligned(off) &&
+                  page_aligned(len) && page_aligned((uintptr_t)buf);
+    struct io_writer_req r = {.off = off, .buf = buf, .len = len, .kind = kind, .direct = direct};
     if (len == 0 || w->err) {
         return;
     }
@@ -222,9 +245,9 @@ static void submit(struct io_writer *w, enum io_writer_kind kind, uint64_t off, 
      * Small writes go straight to pwrite: for a page or two, handing the
      * request to the kernel's io_uring workers costs more than the copy
      * (measured here: 4 KiB writes 1.8x slower through the ring, 512 KiB
-     * ones 1.75x faster).
+     * ones 1.75x faster).  Direct writes always take the ring.
      */
-    if (!w->ring || (kind == IO_WRITER_WRITE && len < IO_WRITER_SYNC_BELOW)) {
+    if (!w->ring || (kind == IO_WRITER_WRITE && !direct && len < IO_WRITER_SYNC_BELOW)) {
         kind == IO_WRITER_WRITE ? write_sync(w, &r) : punch_sync(w, &r);
         return;
     }
@@ -252,7 +275,7 @@ static void submit(struct io_writer *w, enum io_writer_kind kind, uint64_t off, 
     w->reqs[slot] = r;
     switch (kind) {
     case IO_WRITER_WRITE:
-        io_uring_prep_write(sqe, w->fd, buf, (unsigned)len, off);
+        io_uring_prep_write(sqe, direct ? w->dio_fd : w->fd, buf, (unsigned)len, off);
         break;
     case IO_WRITER_PUNCH:
         io_uring_prep_fallocate(sqe, w->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
@@ -329,6 +352,7 @@ void io_writer_destroy(struct io_writer *w)
         free(w->ring);
         w->ring = NULL;
     }
+    stop_direct(w);
     if (w->own_fd >= 0) {
         close(w->own_fd);
         w->own_fd = -1;

@@ -14,8 +14,21 @@
  * Usage: io_writer_init, any number of io_writer_write/io_writer_punch
  * (buffers must stay valid and unchanged in meaning until io_writer_drain
  * returns), io_writer_drain (waits for all; the first error), destroy.
- * Completion means the data is in the page cache, not durable: the caller
- * flushes the file (qcow2_barrier) before anything points at it.
+ * Completion means the data is in the page cache, or for a direct write
+ * with the disk (perhaps only in its volatile cache): not durable either
+ * way.  The caller flushes the file (qcow2_barrier) before anything points
+ * at it.
+ *
+ * Writes whose offset, length and buffer are page-aligned -- all of RAM --
+ * go direct (O_DIRECT, always on the ring): the disk reads the pages from
+ * guest memory itself.  Why: through the page cache every written page is
+ * first a page-cache page to allocate, fill and later write back, which
+ * here bounds a save at 230-330 MiB/s; direct, the same 1 GiB takes 0.6 s
+ * (1650 MiB/s), and 4 KiB pieces between holes 1.2-1.6 s instead of 1.9-2.5
+ * s.  The caller must not change such a buffer's pages before the drain
+ * unless it will write them again (a live save's dirty log sees to that),
+ * as the disk may read them at any moment until then.  A file that refuses
+ * direct I/O (EINVAL: tmpfs, some FUSE) is written through the page cache.
  *
  * io_writer_writeback starts the write-out of a written range without
  * waiting for it (sync_file_range(SYNC_FILE_RANGE_WRITE) on the ring, run
@@ -35,7 +48,8 @@
 
 struct io_uring;
 
-#define IO_WRITER_DEPTH 64
+/* Enough 4 KiB direct writes in flight to keep a virtual disk busy. */
+#define IO_WRITER_DEPTH 256
 
 enum io_writer_kind {
     IO_WRITER_WRITE,
@@ -48,11 +62,13 @@ struct io_writer_req {
     const uint8_t *buf; /* the data of a write */
     uint64_t len;
     enum io_writer_kind kind;
+    bool direct; /* a write through dio_fd */
 };
 
 struct io_writer {
     int fd;                /* what requests write to: own_fd, else the node's */
     int own_fd;            /* a description of the file without locks (-1: none) */
+    int dio_fd;            /* the same, O_DIRECT (-1: none, or the file refused it) */
     const char *path;      /* for errors and the fault hook */
     struct io_uring *ring; /* NULL: synchronous fallback */
     struct io_writer_req reqs[IO_WRITER_DEPTH];
