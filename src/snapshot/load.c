@@ -202,21 +202,21 @@ static void append_note(struct error **errp, const char *fmt, ...)
 }
 
 static int apply_snapshot(struct load_ctx *ctx, const struct snapshot_progress *progress,
-                          const uint64_t *changed, bool *half_loaded, struct error **errp)
+                          const uint64_t *changed, struct ram_stage *stage, bool *half_loaded,
+                          struct error **errp)
 {
     const char *tag = ctx->req->tag;
     struct snapshot_targets *t = &ctx->targets;
     struct block_txn *txn[SNAPSHOT_MAX_NODES] = {0};
     struct devstate_backup backup = {0};
     bool applied = false;
-    struct ram_stage stage;
     uint64_t ram_size;
     machine_ram(ctx->m, &ram_size);
     progress_total(progress, ram_size);
     if ((changed ? restore_stage_changed(ctx->m, ctx->vmstate, tag, ctx->vm_info.id,
-                                         ctx->header.ram_offset, changed, &stage, errp)
+                                         ctx->header.ram_offset, changed, stage, errp)
                  : restore_stage(ctx->m, ctx->vmstate, tag, ctx->vm_info.id, ctx->header.ram_offset,
-                                 &stage, errp)) < 0) {
+                                 stage, errp)) < 0) {
         return -1;
     }
     for (size_t i = 0; i < t->count; i++) {
@@ -240,7 +240,7 @@ static int apply_snapshot(struct load_ctx *ctx, const struct snapshot_progress *
             goto undo;
         }
     }
-    if (restore_commit(ctx->m, &stage, errp) < 0) {
+    if (restore_commit(ctx->m, stage, errp) < 0) {
         /* Guest RAM is neither the old nor the new: nothing to go back to. */
         *half_loaded = true;
         goto undo;
@@ -250,7 +250,6 @@ static int apply_snapshot(struct load_ctx *ctx, const struct snapshot_progress *
         block_snapshot_txn_finish(txn[i]);
     }
     devstate_backup_free(&backup);
-    restore_stage_free(&stage);
     return 0;
 
 undo:
@@ -276,7 +275,6 @@ undo:
         }
     }
     devstate_backup_free(&backup);
-    restore_stage_free(&stage);
     return -1;
 }
 
@@ -313,16 +311,18 @@ int vm_snapshot_load(struct machine *m, const struct snapshot_request *req,
     }
     bool half_loaded = false;
     struct error *err = NULL;
+    struct ram_stage stage = {0}; /* freed once the guest runs: that takes time (restore.h) */
     /* In place: the rest of the marks, up to this instant (the vCPUs are
      * parked); the count restarts here. */
     rc = changed ? machine_dirty_log_sync(m, changed, &err) : 0;
     if (rc == 0) {
-        rc = apply_snapshot(&ctx, progress, changed, &half_loaded, &err);
+        rc = apply_snapshot(&ctx, progress, changed, &stage, &half_loaded, &err);
     }
     /* RAM is the snapshot's now: track changes from this instant on (save.c). */
     bool tracking = rc == 0 && !changed && snapshot_incr_loaded(m, NULL) == 0;
     /* The machine keeps the cause, for the error of a later cont. */
     machine_snapshot_resume(m, half_loaded ? err->message : NULL);
+    restore_stage_free(&stage);
     if (changed) {
         if (rc < 0) {
             snapshot_incr_forget(m); /* the marks taken are gone */

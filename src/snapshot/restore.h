@@ -57,6 +57,10 @@ struct ram_stage {
     struct restore_piece *pieces;
     size_t npieces, pieces_cap;
     bool in_place;
+    /* The guest's pages that a revert moved out of guest RAM: freed by
+     * restore_stage_free, which the caller runs once the guest runs again. */
+    uint8_t *parked;
+    uint64_t parked_len;
 };
 
 /*
@@ -71,7 +75,8 @@ struct ram_stage {
  *   - RESTORE_ZERO: the snapshot stores nothing there: private anonymous
  *     memory is dropped (reads as zero), -mem-path RAM is cleared;
  *   - RESTORE_COPY: the bytes, read into the staging area now.
- * restore_commit() then applies the pieces without I/O.  If more than half
+ * restore_commit() then applies the pieces without I/O (large FILE and ZERO
+ * pieces by swapping mappings, restore.c says why).  If more than half
  * of RAM changed, mapping the snapshot anew is cheaper than reading it:
  * it is then staged as restore_stage() does.
  */
@@ -79,7 +84,9 @@ enum restore_piece_kind { RESTORE_FILE, RESTORE_ZERO, RESTORE_COPY };
 
 struct restore_piece {
     uint64_t off, len; /* in guest RAM */
+    uint64_t host;     /* RESTORE_FILE: where page `off` lies in the image file */
     enum restore_piece_kind kind;
+    bool swapped; /* put back by swapping mappings (restore.c), not page by page */
 };
 
 int restore_stage_changed(struct machine *m, struct block_node *node, const char *tag,

@@ -34,6 +34,16 @@ def revert(g, tag):
     g.resync()
 
 
+def swapped_pieces(g):
+    """Pieces put back by swapping mappings, over all reverts so far."""
+    return sum(int(n) for n in re.findall(r"\((\d+) by swapping mappings\)", g.guest.stderr()))
+
+
+def mappings(g):
+    with open(f"/proc/{g.guest.proc.pid}/maps") as f:
+        return len(f.readlines())
+
+
 def full_load(g, tag):
     before = reverts_in_place(g)
     g.qmp.cmd("loadvm", tag=tag)
@@ -52,11 +62,26 @@ def test_revert_after_load_puts_back_mapped_and_zero_pages(tmp_path):
         g.qmp.cmd("savevm", tag="other")  # the VM is at "other" now
         full_load(g, "a")  # RAM maps a's clusters
         assert g.guest.sum() == saved
+        maps = mappings(g)
         for seed in (2, 3, 4):
             assert g.guest.cmd(f"fill {seed} 48") == "ok"  # mapped data and zero pages
             assert g.guest.sum() != saved
+            swapped = swapped_pieces(g)
             revert(g, "a")
             assert g.guest.sum() == saved
+            # 48 MiB changed: put back by swapping mappings, and the new
+            # mappings merge with their neighbours.
+            assert swapped_pieces(g) > swapped
+            assert mappings(g) == maps
+        # A revert with the guest writing small scattered pieces at once.
+        for seed in (5, 6):
+            g.guest.cmd(f"fill {seed} 1")
+            revert(g, "a")
+            assert g.guest.sum() == saved
+            assert mappings(g) == maps
+        # Deleting the snapshot RAM maps (swapped-in mappings included) keeps RAM.
+        g.qmp.cmd("delvm", tag="a")
+        assert g.guest.sum() == saved
     assert qemu_img_check(disk.path(tmp_path)) == (0, 0)
 
 
@@ -82,6 +107,33 @@ def test_revert_after_save_reads_the_changed_pages(tmp_path):
         g.guest.cmd("fill 9 48")
         revert(g, "b")
         assert g.guest.sum() == later
+    assert qemu_img_check(disk.path(tmp_path)) == (0, 0)
+
+
+def test_revert_to_clusters_a_save_left_unallocated_swaps_in_zeros(tmp_path):
+    """Pages zeroed before an incremental save leave their clusters
+    unallocated in it; changed again, a revert swaps fresh anonymous memory
+    in (nothing is mapped after a save), and RAM reads as zeros there."""
+    disk = Disk("disk0", "qcow2", "64M")
+    with Guest(tmp_path, disks=[disk], mem="128", env=DEBUG) as g:
+        g.guest.cmd("fill 1 32")
+        g.qmp.cmd("savevm", tag="a")
+        assert g.guest.cmd("zero 16") == "ok"
+        zeroed = g.guest.sum()
+        g.qmp.cmd("savevm", tag="b")  # incremental: the first 16 MiB unallocated
+        maps = mappings(g)
+        for seed in (2, 3):
+            g.guest.cmd(f"fill {seed} 16")
+            assert g.guest.sum() != zeroed
+            swapped = swapped_pieces(g)
+            revert(g, "b")
+            assert g.guest.sum() == zeroed
+            assert swapped_pieces(g) == swapped + 1
+            assert mappings(g) == maps
+        g.qmp.cmd("delvm", tag="a")
+        g.guest.cmd("fill 4 8")
+        revert(g, "b")
+        assert g.guest.sum() == zeroed
     assert qemu_img_check(disk.path(tmp_path)) == (0, 0)
 
 
