@@ -142,6 +142,11 @@ struct block_vmstate_run {
     uint64_t pos;
     const void *buf;
     uint64_t len;
+    /* Optional: bit (known_zero_first + i) of known_zero set says page i of
+     * buf is zero without reading it (a hole of a -mem-path file: reading it
+     * through the mapping would allocate a page for it). */
+    const uint64_t *known_zero;
+    uint64_t known_zero_first;
 };
 int block_vmstate_write_ram(struct block_node *node, const struct block_vmstate_run *runs, size_t n,
                             uint64_t *page_map, uint64_t map_pos, struct error **errp);

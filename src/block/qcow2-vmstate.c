@@ -209,6 +209,8 @@ int qcow2_snapshot_vmstate_map(struct block_node *node, const char *name_or_id, 
 struct ram_cluster {
     uint64_t voff; /* virtual offset of the cluster */
     const uint8_t *src;
+    const uint64_t *known_zero; /* the run's (block_vmstate_run), at bit kz_first */
+    uint64_t kz_first;
     uint64_t old;    /* L2 entry before */
     uint64_t target; /* host cluster (0: all zero, no data) */
     bool in_place;   /* a NORMAL cluster with refcount 1: overwrite */
@@ -264,7 +266,9 @@ static bool scan_cluster(struct qcow2_state *s, struct ram_cluster *c, uint64_t 
 {
     bool any = false;
     for (uint64_t i = 0; i < s->cluster_size / PAGE_SZ; i++) {
-        bool nz = !page_zero(c->src + i * PAGE_SZ);
+        uint64_t k = c->kz_first + i;
+        bool known = c->known_zero && (c->known_zero[k / 64] >> (k % 64) & 1);
+        bool nz = !known && !page_zero(c->src + i * PAGE_SZ);
         any |= nz;
         if (!nz) {
             c->zero[i / 64] |= 1ull << (i % 64);
@@ -446,8 +450,9 @@ static int commit_group(struct qcow2_state *s, struct ram_group *g, struct ram_c
     return 0;
 }
 
-/* Whole clusters [voff, voff + len) from src: the clusters appended to *cl. */
+/* Whole clusters [voff, voff + len) from src (page src_page of run r): appended to *cl. */
 static void add_clusters(struct qcow2_state *s, uint64_t voff, const uint8_t *src, uint64_t len,
+                         const struct block_vmstate_run *r, uint64_t src_page,
                          struct ram_cluster **cl, size_t *n, size_t *cap)
 {
     for (uint64_t off = 0; off < len; off += s->cluster_size) {
@@ -458,7 +463,11 @@ static void add_clusters(struct qcow2_state *s, uint64_t voff, const uint8_t *sr
                 abort();
             }
         }
-        (*cl)[(*n)++] = (struct ram_cluster){.voff = voff + off, .src = src + off};
+        (*cl)[(*n)++] =
+                (struct ram_cluster){.voff = voff + off,
+                                     .src = src + off,
+                                     .known_zero = r->known_zero,
+                                     .kz_first = r->known_zero_first + src_page + off / PAGE_SZ};
     }
 }
 
@@ -743,7 +752,8 @@ int qcow2_vmstate_write_ram(struct block_node *node, const struct block_vmstate_
         }
         uint64_t whole = len & ~(s->cluster_size - 1);
         if (rc == 0 && whole) {
-            add_clusters(s, base + pos, buf, whole, &cl, &ncl, &cap);
+            add_clusters(s, base + pos, buf, whole, r,
+                         (uint64_t)(buf - (const uint8_t *)r->buf) / PAGE_SZ, &cl, &ncl, &cap);
             pos += whole, buf += whole, len -= whole;
         }
         if (rc == 0 && len) {

@@ -552,13 +552,18 @@ static int ram_init(struct machine *m, const struct vm_config *cfg, struct error
 {
     uint64_t size = cfg->ram_size;
     void *p;
+    m->ram.file_fd = -1;
     if (cfg->mem_path) {
         int fd = open_mem_file(cfg->mem_path, size, errp);
         if (fd < 0) {
             return -1;
         }
         p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        close(fd); /* the mapping keeps the file */
+        if (p == MAP_FAILED) {
+            close(fd);
+        } else {
+            m->ram.file_fd = fd; /* kept: a save asks it where the holes are */
+        }
         m->ram.shared_file = true;
     } else {
         p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
@@ -804,6 +809,9 @@ void machine_free(struct machine *m)
     free(m->regions);
     if (m->ram.host) {
         munmap(m->ram.host, m->ram.size);
+        if (m->ram.file_fd >= 0) {
+            close(m->ram.file_fd);
+        }
     }
     free(m->msrs);
     buf_free(&m->vm_reset_state);
@@ -925,4 +933,9 @@ void machine_snapshot_resume(struct machine *m, const char *half_loaded)
 bool machine_ram_is_private(struct machine *m)
 {
     return !m->ram.shared_file;
+}
+
+int machine_ram_file(struct machine *m)
+{
+    return m->ram.shared_file ? m->ram.file_fd : -1;
 }

@@ -123,6 +123,8 @@ void *machine_ram(struct machine *m, uint64_t *size);
  * record (src/snapshot/restore.c).
  */
 bool machine_ram_is_private(struct machine *m);
+/* The -mem-path file guest RAM is (mapped at offset 0), or -1. */
+int machine_ram_file(struct machine *m);
 
 /* The guest-visible virtual clock: advances only while vCPUs run. */
 uint64_t machine_vm_clock_ns(struct machine *m);

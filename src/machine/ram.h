@@ -18,6 +18,7 @@ struct guest_ram {
     uint64_t size;
     uint64_t low_size;
     bool shared_file; /* -mem-path: the RAM is the file, not private memory */
+    int file_fd;      /* and that file, open while the machine lives (-1: none) */
     /* While dirty tracking is on (machine_dirty_log_start): one bit per
      * page of `host`, set by device models that write guest RAM. */
     uint64_t *dirty;

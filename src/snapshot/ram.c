@@ -7,8 +7,10 @@
  */
 #include "snapshot/ram.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "block/block.h"
 #include "snapshot/vmstate.h"
@@ -69,15 +71,72 @@ int ram_saver_init(struct ram_saver *s, struct block_node *node, uint64_t ram_of
     s->ram_offset = ram_offset;
     s->ram = ram;
     s->ram_size = ram_size;
+    s->ram_fd = -1;
     return 0;
+}
+
+int ram_saver_set_file(struct ram_saver *s, int fd, struct error **errp)
+{
+    s->known_zero = fd < 0 ? NULL : calloc((s->ram_size / PAGE + 63) / 64, sizeof(uint64_t));
+    if (fd >= 0 && !s->known_zero) {
+        error_setg(errp, "out of memory for the RAM hole map");
+        return -1;
+    }
+    s->ram_fd = fd;
+    return 0;
+}
+
+/* Bits [a, b) of map set to v. */
+static void set_bits(uint64_t *map, uint64_t a, uint64_t b, bool v)
+{
+    while (a < b) {
+        uint64_t n = 64 - a % 64 < b - a ? 64 - a % 64 : b - a;
+        uint64_t mask = (n == 64 ? ~0ull : (1ull << n) - 1) << (a % 64);
+        map[a / 64] = v ? map[a / 64] | mask : map[a / 64] & ~mask;
+        a += n;
+    }
+}
+
+/*
+ * Look up which pages [first, first + count) of the RAM file are holes
+ * (SEEK_DATA/SEEK_HOLE; a file system without them reports all data).  A
+ * failed look marks the rest not known: it is then read, as without a file.
+ */
+static void look_up_holes(struct ram_saver *s, uint64_t first, uint64_t count)
+{
+    uint64_t end = (first + count) * PAGE;
+    set_bits(s->known_zero, first, first + count, false);
+    for (uint64_t off = first * PAGE; off < end;) {
+        off_t data = lseek(s->ram_fd, (off_t)off, SEEK_DATA);
+        bool tail = data < 0 && errno == ENXIO; /* no data from off on */
+        if (data < 0 && !tail) {
+            return;
+        }
+        uint64_t hole_end = tail || (uint64_t)data > end ? end : (uint64_t)data;
+        /* Only whole pages: a hole's edges need not be page-aligned. */
+        uint64_t a = (off + PAGE - 1) / PAGE, b = hole_end / PAGE;
+        if (a < b) {
+            set_bits(s->known_zero, a, b, true);
+        }
+        if (hole_end >= end) {
+            return;
+        }
+        off_t next = lseek(s->ram_fd, data, SEEK_HOLE);
+        if (next <= data) {
+            return;
+        }
+        off = (uint64_t)next;
+    }
 }
 
 void ram_saver_destroy(struct ram_saver *s)
 {
     free(s->stored);
     free(s->runs);
+    free(s->known_zero);
     s->stored = NULL;
     s->runs = NULL;
+    s->known_zero = NULL;
 }
 
 /* Stored-map bits set in pages [first, first + count). */
@@ -108,6 +167,11 @@ static int batch_flush(struct ram_saver *s, struct error **errp)
         uint64_t first = (s->runs[i].pos - s->ram_offset) / PAGE, count = s->runs[i].len / PAGE;
         before += count_stored(s, first, count);
         pages += count;
+        if (s->known_zero) {
+            look_up_holes(s, first, count);
+            s->runs[i].known_zero = s->known_zero;
+            s->runs[i].known_zero_first = first;
+        }
     }
     if (block_vmstate_write_ram(s->node, s->runs, s->nruns, s->stored, s->ram_offset, errp) < 0) {
         error_prepend(errp, "writing guest RAM (%zu runs from 0x%llx)", s->nruns,

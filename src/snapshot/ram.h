@@ -25,10 +25,20 @@ struct ram_saver {
     uint64_t ram_offset; /* vmstate position of guest page 0 */
     const uint8_t *ram;
     uint64_t ram_size;
-    uint64_t *stored;               /* bitmap: page holds non-zero data in the image */
-    uint64_t pages_stored;          /* pages currently non-zero in the image */
-    uint64_t bytes_written;         /* non-zero pages written, rewrites included */
-    uint64_t cluster_pages;         /* pages per cluster of the node (the unit rewritten) */
+    uint64_t *stored;       /* bitmap: page holds non-zero data in the image */
+    uint64_t pages_stored;  /* pages currently non-zero in the image */
+    uint64_t bytes_written; /* non-zero pages written, rewrites included */
+    uint64_t cluster_pages; /* pages per cluster of the node (the unit rewritten) */
+    /*
+     * Optional (-1: none): the file guest RAM is (-mem-path, at offset 0).
+     * Its holes are zero pages that are not read: on tmpfs, reading a hole
+     * through the shared mapping would allocate it, so a save would grow a
+     * sparse guest's RAM file to its full size; elsewhere it costs a page of
+     * page cache each.  A guest write into a hole after the look is in the
+     * dirty log like any other, and rewritten.
+     */
+    int ram_fd;
+    uint64_t *known_zero;           /* bitmap per page: a hole of ram_fd at the last look */
     struct block_vmstate_run *runs; /* the batch being collected */
     size_t nruns;
     uint64_t batch_bytes;
@@ -46,6 +56,8 @@ struct ram_saver {
 int ram_saver_init(struct ram_saver *s, struct block_node *node, uint64_t ram_offset,
                    const uint8_t *ram, uint64_t ram_size, struct error **errp);
 void ram_saver_destroy(struct ram_saver *s);
+/* Guest RAM is file `fd` (-mem-path): its holes are known zero (see ram_fd). */
+int ram_saver_set_file(struct ram_saver *s, int fd, struct error **errp);
 
 /*
  * Store pages [first, first + count), widened to whole clusters: every

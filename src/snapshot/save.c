@@ -558,10 +558,18 @@ static int save_ctx_init(struct save_ctx *ctx, struct error **errp)
     buf_init(&ctx->devices);
     ctx->dirty_words = machine_dirty_bitmap_words(ctx->m);
     ctx->dirty = calloc(ctx->dirty_words, sizeof(uint64_t));
-    if (!ctx->dirty || ram_saver_init(&ctx->saver, ctx->targets.vmstate, VMSTATE_RAM_OFFSET,
-                                      ctx->ram, ctx->ram_size, errp) < 0) {
-        free(ctx->dirty);
+    if (!ctx->dirty) {
         error_setg(errp, "out of memory for the dirty-page map");
+        return -1;
+    }
+    if (ram_saver_init(&ctx->saver, ctx->targets.vmstate, VMSTATE_RAM_OFFSET, ctx->ram,
+                       ctx->ram_size, errp) < 0) {
+        free(ctx->dirty);
+        return -1;
+    }
+    if (ram_saver_set_file(&ctx->saver, machine_ram_file(ctx->m), errp) < 0) {
+        ram_saver_destroy(&ctx->saver);
+        free(ctx->dirty);
         return -1;
     }
     ctx->saver.progress = ram_progress;

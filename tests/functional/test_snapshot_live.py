@@ -151,3 +151,33 @@ def test_stop_during_a_live_save_is_honoured(tmp_path, api):
         g.qmp.cmd("cont")
         g.next_tick()
     assert qemu_img_check(str(tmp_path / "disk0.qcow2")) == (0, 0)
+
+
+def test_save_of_a_sparse_tmpfs_ram_file_allocates_none_of_its_holes():
+    """-mem-path on tmpfs with most of RAM never touched: the file is sparse.
+    A save must not read the holes through the shared mapping (on tmpfs that
+    allocates every page it reads: the RAM file would grow to the full RAM
+    size), and what it saves loads back exactly, also after the guest wrote
+    into former holes."""
+    import tempfile
+    with tempfile.TemporaryDirectory(dir="/dev/shm", prefix="snapvm-test-") as shm:
+        ram_file = os.path.join(shm, "ram")
+        with Guest(shm, disks=[Disk("disk0", "qcow2", "64M")], mem="256",
+                   extra=["-mem-path", ram_file]) as g:
+            g.guest.cmd("fill 1 8")
+            before = os.stat(ram_file).st_blocks * 512
+            g.qmp.cmd("savevm", tag="a")
+            grown = os.stat(ram_file).st_blocks * 512 - before
+            assert grown < (4 << 20), f"the save allocated {grown} bytes of the RAM file"
+            saved = g.guest.sum()  # (reading all of RAM, the guest allocates it)
+            g.guest.cmd("fill 2 32")  # data where the file had holes
+            assert g.guest.sum() != saved
+            g.qmp.cmd("savevm", tag="b")
+            b = g.guest.sum()
+            g.qmp.cmd("loadvm", tag="a")
+            g.resync()
+            assert g.guest.sum() == saved
+            g.qmp.cmd("loadvm", tag="b")
+            g.resync()
+            assert g.guest.sum() == b
+        assert qemu_img_check(os.path.join(shm, "disk0.qcow2")) == (0, 0)
