@@ -8,6 +8,7 @@
 #include "snapshot/ram.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -71,18 +72,30 @@ int ram_saver_init(struct ram_saver *s, struct block_node *node, uint64_t ram_of
     s->ram_offset = ram_offset;
     s->ram = ram;
     s->ram_size = ram_size;
-    s->ram_fd = -1;
+    s->holes = RAM_HOLES_NONE;
+    s->holes_fd = -1;
     return 0;
 }
 
-int ram_saver_set_file(struct ram_saver *s, int fd, struct error **errp)
+int ram_saver_find_holes(struct ram_saver *s, int ram_file, bool anonymous, struct error **errp)
 {
-    s->known_zero = fd < 0 ? NULL : calloc((s->ram_size / PAGE + 63) / 64, sizeof(uint64_t));
-    if (fd >= 0 && !s->known_zero) {
+    int fd = ram_file;
+    if (fd < 0 && anonymous) {
+        fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC); /* none: every page is read */
+    }
+    if (fd < 0) {
+        return 0;
+    }
+    s->known_zero = calloc((s->ram_size / PAGE + 63) / 64, sizeof(uint64_t));
+    if (!s->known_zero) {
+        if (fd != ram_file) {
+            close(fd);
+        }
         error_setg(errp, "out of memory for the RAM hole map");
         return -1;
     }
-    s->ram_fd = fd;
+    s->holes = fd == ram_file ? RAM_HOLES_FILE : RAM_HOLES_PAGEMAP;
+    s->holes_fd = fd;
     return 0;
 }
 
@@ -98,16 +111,15 @@ static void set_bits(uint64_t *map, uint64_t a, uint64_t b, bool v)
 }
 
 /*
- * Look up which pages [first, first + count) of the RAM file are holes
- * (SEEK_DATA/SEEK_HOLE; a file system without them reports all data).  A
- * failed look marks the rest not known: it is then read, as without a file.
+ * Which pages [first, first + count) of the RAM file are holes (SEEK_DATA/
+ * SEEK_HOLE; a file system without them reports all data).  A failed look
+ * leaves the rest not known: it is then read, as without a file.
  */
-static void look_up_holes(struct ram_saver *s, uint64_t first, uint64_t count)
+static void file_holes(struct ram_saver *s, uint64_t first, uint64_t count)
 {
     uint64_t end = (first + count) * PAGE;
-    set_bits(s->known_zero, first, first + count, false);
     for (uint64_t off = first * PAGE; off < end;) {
-        off_t data = lseek(s->ram_fd, (off_t)off, SEEK_DATA);
+        off_t data = lseek(s->holes_fd, (off_t)off, SEEK_DATA);
         bool tail = data < 0 && errno == ENXIO; /* no data from off on */
         if (data < 0 && !tail) {
             return;
@@ -121,7 +133,7 @@ static void look_up_holes(struct ram_saver *s, uint64_t first, uint64_t count)
         if (hole_end >= end) {
             return;
         }
-        off_t next = lseek(s->ram_fd, data, SEEK_HOLE);
+        off_t next = lseek(s->holes_fd, data, SEEK_HOLE);
         if (next <= data) {
             return;
         }
@@ -129,11 +141,49 @@ static void look_up_holes(struct ram_saver *s, uint64_t first, uint64_t count)
     }
 }
 
+#define PM_PRESENT (1ull << 63)
+#define PM_SWAPPED (1ull << 62)
+
+/* Which pages [first, first + count) of anonymous RAM were never touched. */
+static void untouched_pages(struct ram_saver *s, uint64_t first, uint64_t count)
+{
+    uint64_t entries[512];
+    for (uint64_t i = 0; i < count;) {
+        uint64_t n = count - i < 512 ? count - i : 512;
+        off_t at = (off_t)((uintptr_t)(s->ram + (first + i) * PAGE) / PAGE * 8);
+        if (pread(s->holes_fd, entries, n * 8, at) != (ssize_t)(n * 8)) {
+            return; /* the rest not known */
+        }
+        for (uint64_t k = 0; k < n; k++) {
+            if (!(entries[k] & (PM_PRESENT | PM_SWAPPED))) {
+                s->known_zero[(first + i + k) / 64] |= 1ull << ((first + i + k) % 64);
+            }
+        }
+        i += n;
+    }
+}
+
+static void look_up_holes(struct ram_saver *s, uint64_t first, uint64_t count)
+{
+    set_bits(s->known_zero, first, first + count, false);
+    if (s->holes == RAM_HOLES_FILE) {
+        file_holes(s, first, count);
+    } else {
+        untouched_pages(s, first, count);
+    }
+    s->pages_known_zero += bits_set(s->known_zero, first, first + count, false);
+}
+
 void ram_saver_destroy(struct ram_saver *s)
 {
     free(s->stored);
     free(s->runs);
     free(s->known_zero);
+    if (s->holes == RAM_HOLES_PAGEMAP) {
+        close(s->holes_fd);
+    }
+    s->holes = RAM_HOLES_NONE;
+    s->holes_fd = -1;
     s->stored = NULL;
     s->runs = NULL;
     s->known_zero = NULL;

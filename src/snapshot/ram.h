@@ -30,15 +30,23 @@ struct ram_saver {
     uint64_t bytes_written; /* non-zero pages written, rewrites included */
     uint64_t cluster_pages; /* pages per cluster of the node (the unit rewritten) */
     /*
-     * Optional (-1: none): the file guest RAM is (-mem-path, at offset 0).
-     * Its holes are zero pages that are not read: on tmpfs, reading a hole
-     * through the shared mapping would allocate it, so a save would grow a
-     * sparse guest's RAM file to its full size; elsewhere it costs a page of
-     * page cache each.  A guest write into a hole after the look is in the
-     * dirty log like any other, and rewritten.
+     * Optional (ram_saver_find_holes): pages known to be zero without being
+     * read, asked of the kernel per batch.
+     *   - -mem-path RAM: the holes of the RAM file (SEEK_DATA).  On tmpfs,
+     *     reading a hole through the shared mapping would allocate it, so a
+     *     save would grow a sparse guest's RAM file to its full size;
+     *     elsewhere each costs a page of page cache.
+     *   - private anonymous RAM: pages never touched (or dropped), which
+     *     /proc/self/pagemap shows neither present nor swapped.  Reading
+     *     each would cost a page fault: 2.6 s for an 8 GiB guest that used
+     *     64 MiB.
+     * A guest write into such a page after the look is in the dirty log
+     * like any other, and rewritten.
      */
-    int ram_fd;
-    uint64_t *known_zero;           /* bitmap per page: a hole of ram_fd at the last look */
+    enum { RAM_HOLES_NONE, RAM_HOLES_FILE, RAM_HOLES_PAGEMAP } holes;
+    int holes_fd;                   /* the RAM file, or the open pagemap (owned) */
+    uint64_t *known_zero;           /* bitmap per page: known zero at the last look */
+    uint64_t pages_known_zero;      /* pages passed over unread, over all batches */
     struct block_vmstate_run *runs; /* the batch being collected */
     size_t nruns;
     uint64_t batch_bytes;
@@ -56,8 +64,12 @@ struct ram_saver {
 int ram_saver_init(struct ram_saver *s, struct block_node *node, uint64_t ram_offset,
                    const uint8_t *ram, uint64_t ram_size, struct error **errp);
 void ram_saver_destroy(struct ram_saver *s);
-/* Guest RAM is file `fd` (-mem-path): its holes are known zero (see ram_fd). */
-int ram_saver_set_file(struct ram_saver *s, int fd, struct error **errp);
+/*
+ * Where to learn which pages are zero without reading them (see `holes`):
+ * ram_file, the -mem-path file guest RAM is (-1: none); else, if
+ * `anonymous` (RAM is private anonymous memory throughout), the pagemap.
+ */
+int ram_saver_find_holes(struct ram_saver *s, int ram_file, bool anonymous, struct error **errp);
 
 /*
  * Store pages [first, first + count), widened to whole clusters: every

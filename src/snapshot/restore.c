@@ -93,6 +93,15 @@ static struct ram_mapping *mapping_of(struct machine *m, bool create)
     return p;
 }
 
+bool restore_ram_is_anonymous(struct machine *m)
+{
+    pthread_mutex_lock(&mappings_lock);
+    struct ram_mapping *map = mapping_of(m, false);
+    bool mapped = map && map->nr_ranges > 0;
+    pthread_mutex_unlock(&mappings_lock);
+    return machine_ram_is_private(m) && !mapped;
+}
+
 void restore_forget(struct machine *m)
 {
     pthread_mutex_lock(&mappings_lock);

@@ -106,6 +106,9 @@ void restore_stage_free(struct ram_stage *st);
 int restore_release(struct machine *m, struct block_node *node, const char *id,
                     struct error **errp);
 
+/* Is guest RAM private anonymous memory throughout (nothing mapped from an image)? */
+bool restore_ram_is_anonymous(struct machine *m);
+
 /* The machine is going away: forget what its RAM maps (main.c, tests). */
 void restore_forget(struct machine *m);
 

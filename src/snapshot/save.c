@@ -15,6 +15,7 @@
 #include "snapshot/describe.h"
 #include "snapshot/devstate.h"
 #include "snapshot/ram.h"
+#include "snapshot/restore.h"
 #include "snapshot/snapshot-int.h"
 #include "util/buf.h"
 #include "util/log.h"
@@ -452,8 +453,9 @@ static int precopy(struct save_ctx *ctx, struct error **errp)
             return -1;
         }
     }
-    log_debug("live save: first pass written (%llu bytes)",
-              (unsigned long long)ctx->saver.bytes_written);
+    log_debug("live save: first pass written (%llu bytes; %llu pages known zero, not read)",
+              (unsigned long long)ctx->saver.bytes_written,
+              (unsigned long long)ctx->saver.pages_known_zero);
     for (int round = 0; round < PRECOPY_MAX_ROUNDS; round++) {
         uint64_t before = ctx->saver.bytes_written;
         if (flush_vmstate(ctx, errp) < 0) {
@@ -567,7 +569,8 @@ static int save_ctx_init(struct save_ctx *ctx, struct error **errp)
         free(ctx->dirty);
         return -1;
     }
-    if (ram_saver_set_file(&ctx->saver, machine_ram_file(ctx->m), errp) < 0) {
+    if (ram_saver_find_holes(&ctx->saver, machine_ram_file(ctx->m),
+                             restore_ram_is_anonymous(ctx->m), errp) < 0) {
         ram_saver_destroy(&ctx->saver);
         free(ctx->dirty);
         return -1;
