@@ -301,6 +301,7 @@ static struct block_node *graph_add(struct block_graph *graph, json_t *opts, boo
         return NULL;
     }
     struct block_node *node = node_alloc(name, drv);
+    node->graph = graph; /* its backing chain's nodes are named from it while it opens */
     node->read_only = ro;
     node->no_flush = no_flush;
     node->force_share = force_share;
@@ -351,9 +352,25 @@ struct block_node *block_open_backing(struct block_node *parent, const char *fil
                    parent->filename, BACKING_MAX_DEPTH);
         return NULL;
     }
-    char name[64];
-    snprintf(name, sizeof(name), "#backing%d", depth);
-    struct block_node *file = node_alloc(name, &block_driver_file);
+    /*
+     * Named as QEMU names the nodes it opens for a backing file, from the
+     * graph's "#blockN" counter (the file node first), so that
+     * query-named-block-nodes lists them under unique names.  They belong
+     * to the graph for naming only: not in its node list.
+     */
+    struct block_graph *graph = parent->graph;
+    char fname[32], name[32];
+    if (graph) {
+        snprintf(fname, sizeof(fname), "#block%03u",
+                 __atomic_add_fetch(&graph->auto_names, 1, __ATOMIC_RELAXED));
+        snprintf(name, sizeof(name), "#block%03u",
+                 __atomic_add_fetch(&graph->auto_names, 1, __ATOMIC_RELAXED));
+    } else {
+        snprintf(fname, sizeof(fname), "#backing%d", depth);
+        snprintf(name, sizeof(name), "#backing%d", depth);
+    }
+    struct block_node *file = node_alloc(fname, &block_driver_file);
+    file->graph = graph;
     file->read_only = true;
     json_t *fopts = json_pack("{s:s, s:s}", "driver", "file", "filename", filename);
     int rc = file->drv->open(file, fopts, errp);
@@ -378,6 +395,7 @@ struct block_node *block_open_backing(struct block_node *parent, const char *fil
         return NULL;
     }
     struct block_node *node = node_alloc(name, drv);
+    node->graph = graph;
     node->read_only = true;
     node->file = file;
     file->users++;

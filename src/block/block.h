@@ -310,7 +310,8 @@ int block_header_ext_write(struct block_node *node, uint32_t type, const void *b
 uint32_t block_node_cluster_size(const struct block_node *node);
 /*
  * The backing node of a format node with a backing file (its private,
- * read-only chain: not in the graph), or NULL.  For query-named-block-nodes.
+ * read-only chain: not in the graph's node list, named "#blockN" from its
+ * counter), or NULL.  For query-named-block-nodes.
  */
 struct block_node *block_node_backing(const struct block_node *node);
 /* cache.no-flush=on: flushes are no-ops. */

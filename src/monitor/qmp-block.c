@@ -124,12 +124,22 @@ static json_t *query_nodes(struct qmp_request *req, void *opaque, struct error *
     json_t *list = json_array();
     for (struct block_node *n = graph ? block_graph_next(graph, NULL) : NULL; n;
          n = block_graph_next(graph, n)) {
-        json_t *info = node_info(n, flat, errp);
-        if (!info) {
-            json_decref(list);
-            return NULL;
+        /* A format node, then the nodes of its backing chain (as QEMU lists
+         * the nodes it opened for it): each image, then its file node. */
+        for (struct block_node *b = n; b; b = block_node_backing(b)) {
+            struct block_node *file = b == n ? NULL : block_node_file_child(b);
+            json_t *info = node_info(b, flat, errp);
+            json_t *finfo = file && info ? node_info(file, flat, errp) : NULL;
+            if (!info || (file && !finfo)) {
+                json_decref(info);
+                json_decref(list);
+                return NULL;
+            }
+            json_array_append_new(list, info);
+            if (finfo) {
+                json_array_append_new(list, finfo);
+            }
         }
-        json_array_append_new(list, info);
     }
     return list;
 }

@@ -256,8 +256,19 @@ def test_block_device_info_with_a_backing_chain(tmp_path, qemu_img):
             "-blockdev", f"driver=qcow2,node-name=scratch,cache.no-flush=on,file.driver=file,"
                          f"file.filename={base},read-only=on"]
     with SnapVM(extra_args=args) as vm:
-        nodes = {n["node-name"]: n for n in vm.qmp.cmd("query-named-block-nodes")}
+        listed = vm.qmp.cmd("query-named-block-nodes")
+        nodes = {n["node-name"]: n for n in listed}
         flat = {n["node-name"]: n for n in vm.qmp.cmd("query-named-block-nodes", flat=True)}
+    # The nodes opened for the backing chain are listed too, as QEMU lists
+    # them: each image and its file node, under unique "#blockN" names.
+    assert len(nodes) == len(listed)
+    top_at = [n["node-name"] for n in listed].index("disk0")
+    chain = listed[top_at + 1:top_at + 5]  # right after the image whose chain it is
+    assert all(n["node-name"].startswith("#block") and n["ro"] for n in chain)
+    assert [(n["drv"], n["file"], n["backing_file_depth"]) for n in chain] == [
+        ("qcow2", str(mid), 1), ("file", str(mid), 0), ("qcow2", str(base), 0),
+        ("file", str(base), 0)]
+    assert chain[0]["backing_file"] == str(base)
     d = nodes["disk0"]
     assert d["backing_file_depth"] == 2 and d["backing_file"] == str(mid)
     assert (d["detect_zeroes"], d["write_threshold"]) == ("off", 0)
