@@ -98,8 +98,10 @@ static json_t *node_info(struct block_node *node, bool flat, struct error **errp
     if (!image) {
         return NULL;
     }
+    /* QEMU 7.2 counts the depth as it nests the chain's images: flat, 0. */
     int depth = 0;
-    for (struct block_node *b = block_node_backing(node); b; b = block_node_backing(b)) {
+    for (struct block_node *b = flat ? NULL : block_node_backing(node); b;
+         b = block_node_backing(b)) {
         depth++;
     }
     json_t *info = json_pack(
