@@ -73,20 +73,26 @@ static int scratch_file(const char *dir, char **buf)
     return fd;
 }
 
-static void file_mib_s(const char *dir, size_t bytes, double *write_bw, double *read_bw)
+/* Seconds to write `bytes` as CHUNK-sized pwrites from buf, then fdatasync. */
+static double write_chunks(int fd, const char *buf, size_t bytes, const char *what)
 {
-    char *buf;
-    int fd = scratch_file(dir, &buf);
     double t0 = now();
     for (size_t off = 0; off < bytes; off += CHUNK) {
         if (pwrite(fd, buf, CHUNK, (off_t)off) != (ssize_t)CHUNK) {
-            perror("pwrite");
+            perror(what);
             exit(1);
         }
     }
     fdatasync(fd);
-    *write_bw = (double)bytes / (1 << 20) / (now() - t0);
-    t0 = now();
+    return now() - t0;
+}
+
+static void file_mib_s(const char *dir, size_t bytes, double *write_bw, double *read_bw)
+{
+    char *buf;
+    int fd = scratch_file(dir, &buf);
+    *write_bw = (double)bytes / (1 << 20) / write_chunks(fd, buf, bytes, "pwrite");
+    double t0 = now();
     for (size_t off = 0; off < bytes; off += CHUNK) {
         if (pread(fd, buf, CHUNK, (off_t)off) != (ssize_t)CHUNK) {
             perror("pread");
@@ -98,37 +104,40 @@ static void file_mib_s(const char *dir, size_t bytes, double *write_bw, double *
     free(buf);
 }
 
-/* Sequential CHUNK writes with O_DIRECT, then fdatasync: MiB/s (0: no O_DIRECT here). */
-static double direct_mib_s(const char *dir, size_t bytes)
+/* A fresh, already unlinked file in dir opened O_DIRECT (-1: the file system refuses it). */
+static int direct_scratch(const char *dir)
 {
     char path[4096];
     snprintf(path, sizeof(path), "%s/direct.XXXXXX", dir);
     int tmp = mkstemp(path);
-    int fd = tmp < 0 ? -1 : open(path, O_WRONLY | O_DIRECT);
-    char *buf = aligned_alloc(4096, CHUNK);
-    if (tmp < 0 || !buf) {
+    if (tmp < 0) {
         perror(path);
         exit(1);
     }
+    int fd = open(path, O_WRONLY | O_DIRECT);
     unlink(path);
     close(tmp);
-    if (fd < 0) {
-        free(buf);
-        return 0;
+    return fd;
+}
+
+/* Sequential CHUNK writes with O_DIRECT, then fdatasync: MiB/s (0: no O_DIRECT here). */
+static double direct_mib_s(const char *dir, size_t bytes)
+{
+    int fd = direct_scratch(dir);
+    char *buf = aligned_alloc(4096, CHUNK);
+    if (!buf) {
+        perror("aligned_alloc");
+        exit(1);
     }
     for (size_t i = 0; i < CHUNK; i++) {
         buf[i] = (char)(i * 131 + 7);
     }
-    double t0 = now();
-    for (size_t off = 0; off < bytes; off += CHUNK) {
-        if (pwrite(fd, buf, CHUNK, (off_t)off) != (ssize_t)CHUNK) {
-            perror("pwrite (O_DIRECT)");
-            exit(1);
-        }
+    double mib_s =
+            fd < 0 ? 0
+                   : (double)bytes / (1 << 20) / write_chunks(fd, buf, bytes, "pwrite (O_DIRECT)");
+    if (fd >= 0) {
+        close(fd);
     }
-    fdatasync(fd);
-    double mib_s = (double)bytes / (1 << 20) / (now() - t0);
-    close(fd);
     free(buf);
     return mib_s;
 }
@@ -137,19 +146,14 @@ static double direct_mib_s(const char *dir, size_t bytes)
 static double interleaved_direct_s(const char *dir, size_t span)
 {
     enum { DEPTH = 256 };
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/direct.XXXXXX", dir);
-    int tmp = mkstemp(path);
-    int fd = tmp < 0 ? -1 : open(path, O_WRONLY | O_DIRECT);
+    int fd = direct_scratch(dir);
     char *buf = aligned_alloc(4096, CHUNK);
     struct io_uring ring;
-    if (tmp < 0 || !buf || io_uring_queue_init(DEPTH, &ring, 0) < 0) {
-        perror(path);
+    if (!buf || io_uring_queue_init(DEPTH, &ring, 0) < 0) {
+        perror("io_uring");
         exit(1);
     }
-    unlink(path);
     if (fd < 0) {
-        close(tmp);
         free(buf);
         io_uring_queue_exit(&ring);
         return 0;
@@ -185,7 +189,6 @@ static double interleaved_direct_s(const char *dir, size_t span)
     double secs = now() - t0;
     io_uring_queue_exit(&ring);
     close(fd);
-    close(tmp);
     free(buf);
     return secs;
 }
