@@ -141,8 +141,16 @@ static void file_holes(struct ram_saver *s, uint64_t first, uint64_t count)
     }
 }
 
-#define PM_PRESENT (1ull << 63)
-#define PM_SWAPPED (1ull << 62)
+int pagemap_entries(int pagemap, const void *p, uint64_t n, uint64_t *entries)
+{
+    off_t at = (off_t)((uintptr_t)p / PAGE * sizeof(uint64_t));
+    ssize_t got = pread(pagemap, entries, n * sizeof(uint64_t), at);
+    if (got != (ssize_t)(n * sizeof(uint64_t))) {
+        errno = got < 0 ? errno : EIO;
+        return -1;
+    }
+    return 0;
+}
 
 /* Which pages [first, first + count) of anonymous RAM were never touched. */
 static void untouched_pages(struct ram_saver *s, uint64_t first, uint64_t count)
@@ -150,12 +158,11 @@ static void untouched_pages(struct ram_saver *s, uint64_t first, uint64_t count)
     uint64_t entries[512];
     for (uint64_t i = 0; i < count;) {
         uint64_t n = count - i < 512 ? count - i : 512;
-        off_t at = (off_t)((uintptr_t)(s->ram + (first + i) * PAGE) / PAGE * 8);
-        if (pread(s->holes_fd, entries, n * 8, at) != (ssize_t)(n * 8)) {
+        if (pagemap_entries(s->holes_fd, s->ram + (first + i) * PAGE, n, entries) < 0) {
             return; /* the rest not known */
         }
         for (uint64_t k = 0; k < n; k++) {
-            if (!(entries[k] & (PM_PRESENT | PM_SWAPPED))) {
+            if (!(entries[k] & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED))) {
                 s->known_zero[(first + i + k) / 64] |= 1ull << ((first + i + k) % 64);
             }
         }

@@ -72,6 +72,15 @@ void ram_saver_destroy(struct ram_saver *s);
 int ram_saver_find_holes(struct ram_saver *s, int ram_file, bool anonymous, struct error **errp);
 
 /*
+ * /proc/self/pagemap (open as `pagemap`): the entries of the n pages from
+ * address p, one uint64_t each; 0, or -1 with errno set.
+ */
+#define PAGEMAP_PRESENT (1ull << 63)
+#define PAGEMAP_SWAPPED (1ull << 62)
+#define PAGEMAP_FILE    (1ull << 61) /* file-backed or shared */
+int pagemap_entries(int pagemap, const void *p, uint64_t n, uint64_t *entries);
+
+/*
  * Store pages [first, first + count), widened to whole clusters: every
  * cluster touched is rebuilt from guest RAM (zero pages become holes, an
  * all-zero cluster unallocated; see block_vmstate_write_ram).

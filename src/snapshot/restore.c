@@ -656,18 +656,26 @@ static bool swap_piece(struct ram_stage *st, uint8_t *ram, struct restore_piece 
     return true;
 }
 
-/* Swap what is worth it (the rest stays for apply_pieces); -1: RAM lost a range. */
+static bool swappable(const struct ram_stage *st, const struct restore_piece *pc)
+{
+    bool file = pc->kind == RESTORE_FILE && st->fd >= 0;
+    return (file || pc->kind == RESTORE_ZERO) && pc->len >= SWAP_MIN;
+}
+
+/*
+ * Swap what is worth it (the rest stays for apply_pieces): how many pieces
+ * were swapped, or -1 if RAM lost a range.
+ */
 static int swap_pieces(struct machine *m, struct ram_stage *st, struct error **errp)
 {
+    if (!machine_ram_is_private(m)) {
+        return 0;
+    }
     uint64_t room = 0;
     for (size_t i = 0; i < st->npieces; i++) {
-        const struct restore_piece *pc = &st->pieces[i];
-        bool file = pc->kind == RESTORE_FILE && st->fd >= 0;
-        if ((file || pc->kind == RESTORE_ZERO) && pc->len >= SWAP_MIN) {
-            room += pc->len + PMD_SPAN;
-        }
+        room += swappable(st, &st->pieces[i]) ? st->pieces[i].len + PMD_SPAN : 0;
     }
-    if (!room || !machine_ram_is_private(m)) {
+    if (!room) {
         return 0;
     }
     void *area = mmap(NULL, room, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -678,10 +686,10 @@ static int swap_pieces(struct machine *m, struct ram_stage *st, struct error **e
     st->parked_len = room;
     uint8_t *ram = machine_ram(m, NULL);
     uint64_t cursor = 0;
+    int swapped = 0;
     for (size_t i = 0; i < st->npieces; i++) {
         struct restore_piece *pc = &st->pieces[i];
-        bool file = pc->kind == RESTORE_FILE && st->fd >= 0;
-        if ((file || pc->kind == RESTORE_ZERO) && pc->len >= SWAP_MIN) {
+        if (swappable(st, pc)) {
             bool lost = false;
             pc->swapped = swap_piece(st, ram, pc, &cursor, &lost);
             if (lost) {
@@ -689,14 +697,16 @@ static int swap_pieces(struct machine *m, struct ram_stage *st, struct error **e
                                  (unsigned long long)pc->off);
                 return -1;
             }
+            swapped += pc->swapped;
         }
     }
-    return 0;
+    return swapped;
 }
 
 static int commit_in_place(struct machine *m, struct ram_stage *st, struct error **errp)
 {
-    if (swap_pieces(m, st, errp) < 0) {
+    int swapped = swap_pieces(m, st, errp);
+    if (swapped < 0) {
         return -1;
     }
     uint64_t total = 0;
@@ -724,11 +734,7 @@ static int commit_in_place(struct machine *m, struct ram_stage *st, struct error
             return -1;
         }
     }
-    size_t swapped = 0;
-    for (size_t i = 0; i < st->npieces; i++) {
-        swapped += st->pieces[i].swapped;
-    }
-    log_debug("revert in place: %zu pieces of snapshot %s (%zu by swapping mappings)", st->npieces,
+    log_debug("revert in place: %zu pieces of snapshot %s (%d by swapping mappings)", st->npieces,
               st->id, swapped);
     return 0;
 }
@@ -802,10 +808,6 @@ static int commit_locked(struct machine *m, struct ram_mapping *map, struct ram_
  * swapped out).  The caller has the vCPUs paused: a guest write between
  * the look and the mmap() would be lost.
  */
-#define PM_PRESENT (1ull << 63)
-#define PM_SWAPPED (1ull << 62)
-#define PM_FILE    (1ull << 61)
-
 static int release_hole(int pagemap, uint8_t *p, uint64_t len, struct error **errp)
 {
     uint64_t entries[512];
@@ -815,14 +817,13 @@ static int release_hole(int pagemap, uint8_t *p, uint64_t len, struct error **er
         if (i < pages) {
             if (i % 512 == 0) {
                 uint64_t n = pages - i < 512 ? pages - i : 512;
-                off_t at = (off_t)((uintptr_t)(p + i * PAGE) / PAGE * 8);
-                if (pread(pagemap, entries, n * 8, at) != (ssize_t)(n * 8)) {
+                if (pagemap_entries(pagemap, p + i * PAGE, n, entries) < 0) {
                     error_setg_errno(errp, errno, "reading /proc/self/pagemap");
                     return -1;
                 }
             }
             uint64_t e = entries[i % 512];
-            keep = (e & PM_SWAPPED) || ((e & PM_PRESENT) && !(e & PM_FILE));
+            keep = (e & PAGEMAP_SWAPPED) || ((e & PAGEMAP_PRESENT) && !(e & PAGEMAP_FILE));
         }
         if (!keep) {
             run++;
