@@ -163,6 +163,12 @@ static int parse_cache(json_t *opts, const char *what, bool *no_flush, struct er
     return 0;
 }
 
+/* The graph's next "#blockN" name, for nodes the user did not name (as QEMU names them). */
+static void auto_name(struct block_graph *graph, char *buf, size_t size)
+{
+    snprintf(buf, size, "#block%03u", __atomic_add_fetch(&graph->auto_names, 1, __ATOMIC_RELAXED));
+}
+
 static struct block_node *node_alloc(const char *name, const struct block_driver *drv)
 {
     struct block_node *node = calloc(1, sizeof(*node));
@@ -254,7 +260,7 @@ static struct block_node *graph_add(struct block_graph *graph, json_t *opts, boo
         return NULL;
     }
     if (!name) {
-        snprintf(autoname, sizeof(autoname), "#block%03u", ++graph->auto_names);
+        auto_name(graph, autoname, sizeof(autoname));
         name = autoname;
     } else if (!valid_node_name(name)) {
         error_setg(errp,
@@ -361,10 +367,8 @@ struct block_node *block_open_backing(struct block_node *parent, const char *fil
     struct block_graph *graph = parent->graph;
     char fname[32], name[32];
     if (graph) {
-        snprintf(fname, sizeof(fname), "#block%03u",
-                 __atomic_add_fetch(&graph->auto_names, 1, __ATOMIC_RELAXED));
-        snprintf(name, sizeof(name), "#block%03u",
-                 __atomic_add_fetch(&graph->auto_names, 1, __ATOMIC_RELAXED));
+        auto_name(graph, fname, sizeof(fname));
+        auto_name(graph, name, sizeof(name));
     } else {
         snprintf(fname, sizeof(fname), "#backing%d", depth);
         snprintf(name, sizeof(name), "#backing%d", depth);
