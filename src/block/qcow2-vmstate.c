@@ -450,11 +450,12 @@ static int commit_group(struct qcow2_state *s, struct ram_group *g, struct ram_c
     return 0;
 }
 
-/* Whole clusters [voff, voff + len) from src (page src_page of run r): appended to *cl. */
+/* Whole clusters [voff, voff + len) from src, inside run r: appended to *cl. */
 static void add_clusters(struct qcow2_state *s, uint64_t voff, const uint8_t *src, uint64_t len,
-                         const struct block_vmstate_run *r, uint64_t src_page,
-                         struct ram_cluster **cl, size_t *n, size_t *cap)
+                         const struct block_vmstate_run *r, struct ram_cluster **cl, size_t *n,
+                         size_t *cap)
 {
+    uint64_t src_page = (uint64_t)(src - (const uint8_t *)r->buf) / PAGE_SZ;
     for (uint64_t off = 0; off < len; off += s->cluster_size) {
         if (*n == *cap) {
             *cap = *cap ? *cap * 2 : 256;
@@ -752,8 +753,7 @@ int qcow2_vmstate_write_ram(struct block_node *node, const struct block_vmstate_
         }
         uint64_t whole = len & ~(s->cluster_size - 1);
         if (rc == 0 && whole) {
-            add_clusters(s, base + pos, buf, whole, r,
-                         (uint64_t)(buf - (const uint8_t *)r->buf) / PAGE_SZ, &cl, &ncl, &cap);
+            add_clusters(s, base + pos, buf, whole, r, &cl, &ncl, &cap);
             pos += whole, buf += whole, len -= whole;
         }
         if (rc == 0 && len) {
