@@ -1,8 +1,9 @@
 /*
  * libFuzzer target over what a load reads from a snapshot before it touches
  * the VM: the vmstate header, the device-state records and the description
- * record (describe.h).  The input is the first bytes of a vmstate; the rest
- * of the input doubles as a device section and as a description.  Neither may crash or read out of
+ * record (describe.h), and the pack map (pack.h).  The input is the first
+ * bytes of a vmstate; the rest of the input doubles as a device section, a
+ * description and a pack map.  Neither may crash or read out of
  * bounds, whatever the bytes. Build: see fuzz/meson.build.
  */
 #include <stdint.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include "snapshot/describe.h"
+#include "snapshot/pack.h"
 #include "snapshot/vmstate.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -25,6 +27,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (vmstate_header_decode(data, size, vm_state_size, &h, "fuzz", &err) == 0) {
         (void)vmstate_total_size(&h);
+        /* A map as long as the header says, if the input holds one (it must pass its CRC). */
+        struct ram_packs *p = NULL;
+        if (h.map_size && h.map_size <= size &&
+            ram_packs_decode(data + size - h.map_size, &h, "fuzz", &p, &err) == 0) {
+            for (uint64_t c = 0, slot; c < p->nclusters; c++) {
+                (void)ram_packs_cluster(p, c, &slot);
+            }
+            ram_packs_free(p);
+        }
     }
     error_free(err);
     err = NULL;

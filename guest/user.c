@@ -95,6 +95,28 @@ static void region_fill(uint64_t seed, uint64_t bytes, bool zero)
     }
 }
 
+/*
+ * The first `bytes` of the data region, page by page: page p the pattern of
+ * `seed` or zeros, at random (bit 0 of fill_word(~seed, p)): zero pages
+ * scattered among data, as a snapshot packs them.
+ */
+static void region_sparse(uint64_t seed, uint64_t bytes)
+{
+    uint64_t idx = 0, page = 0;
+    for (uint32_t r = 0; r < g.nr_data && bytes; r++) {
+        uint64_t len = g.data[r].size < bytes ? g.data[r].size : bytes;
+        for (uint64_t off = 0; off < len; off += 4096, page++) {
+            uint64_t *w = (uint64_t *)(g.data[r].base + off);
+            bool zero = fill_word(~seed, page) & 1;
+            for (uint64_t i = 0; i < 512; i++) {
+                w[i] = zero ? 0 : fill_word(seed, idx + off / 8 + i);
+            }
+        }
+        idx += len / 8;
+        bytes -= len;
+    }
+}
+
 static uint64_t sector_sum(void)
 {
     const uint64_t *w = (const uint64_t *)sector;
@@ -136,8 +158,11 @@ static bool arg_u64(const char *s, uint64_t *out)
     return true;
 }
 
-/* fill SEED MB, or zero MB (zero pages: what a snapshot stores as nothing). */
-static void cmd_fill(char **argv, bool zero)
+/*
+ * fill SEED MB, zero MB (zero pages: what a snapshot stores as nothing), or
+ * sparse SEED MB (half the pages zero, at random).
+ */
+static void cmd_fill(char **argv, bool zero, bool sparse)
 {
     uint64_t seed = 0, mb;
     if ((!zero && !arg_u64(argv[1], &seed)) || !arg_u64(argv[zero ? 1 : 2], &mb)) {
@@ -152,7 +177,11 @@ static void cmd_fill(char **argv, bool zero)
         reply(buf);
         return;
     }
-    region_fill(seed, mb * MiB, zero);
+    if (sparse) {
+        region_sparse(seed, mb * MiB);
+    } else {
+        region_fill(seed, mb * MiB, zero);
+    }
     reply("ok");
 }
 
@@ -229,9 +258,11 @@ static void run_command(char *line)
     } else if (streq(argv[0], "sum") && argc == 1) {
         reply_num("sum ", region_sum(), true);
     } else if (streq(argv[0], "fill") && argc == 3) {
-        cmd_fill(argv, false);
+        cmd_fill(argv, false, false);
+    } else if (streq(argv[0], "sparse") && argc == 3) {
+        cmd_fill(argv, false, true);
     } else if (streq(argv[0], "zero") && argc == 2) {
-        cmd_fill(argv, true);
+        cmd_fill(argv, true, false);
     } else if (streq(argv[0], "dirty") && argc == 2) {
         cmd_dirty(argv);
     } else if (streq(argv[0], "disks") && argc == 1) {
@@ -242,11 +273,11 @@ static void run_command(char *line)
         reply("ok");
         sys(SYS_REBOOT, 0, 0, 0, 0);
     } else if (streq(argv[0], "help")) {
-        reply("commands: tick, sum, fill SEED MB, zero MB, dirty MBPS, disks, disk write D LBA "
-              "SEED, "
-              "disk read D LBA, reboot");
+        reply("commands: tick, sum, fill SEED MB, sparse SEED MB, zero MB, dirty MBPS, disks, "
+              "disk write D LBA SEED, disk read D LBA, reboot");
     } else if (streq(argv[0], "tick") || streq(argv[0], "sum") || streq(argv[0], "fill") ||
-               streq(argv[0], "zero") || streq(argv[0], "dirty") || streq(argv[0], "disks")) {
+               streq(argv[0], "sparse") || streq(argv[0], "zero") || streq(argv[0], "dirty") ||
+               streq(argv[0], "disks")) {
         reply2("error: wrong number of arguments for ", argv[0]);
     } else {
         reply2("error: unknown command ", argv[0]);

@@ -147,6 +147,9 @@ struct block_vmstate_run {
      * through the mapping would allocate a page for it). */
     const uint64_t *known_zero;
     uint64_t known_zero_first;
+    /* known_zero is exact: a page not marked holds data, and no page is read
+     * to tell (the caller just did). */
+    bool zero_map_exact;
 };
 int block_vmstate_write_ram(struct block_node *node, const struct block_vmstate_run *runs, size_t n,
                             uint64_t *page_map, uint64_t map_pos, struct error **errp);

@@ -211,6 +211,7 @@ struct ram_cluster {
     const uint8_t *src;
     const uint64_t *known_zero; /* the run's (block_vmstate_run), at bit kz_first */
     uint64_t kz_first;
+    bool kz_exact;
     uint64_t old;    /* L2 entry before */
     uint64_t target; /* host cluster (0: all zero, no data) */
     bool in_place;   /* a NORMAL cluster with refcount 1: overwrite */
@@ -268,7 +269,7 @@ static bool scan_cluster(struct qcow2_state *s, struct ram_cluster *c, uint64_t 
     for (uint64_t i = 0; i < s->cluster_size / PAGE_SZ; i++) {
         uint64_t k = c->kz_first + i;
         bool known = c->known_zero && (c->known_zero[k / 64] >> (k % 64) & 1);
-        bool nz = !known && !page_zero(c->src + i * PAGE_SZ);
+        bool nz = !known && (c->kz_exact || !page_zero(c->src + i * PAGE_SZ));
         any |= nz;
         if (!nz) {
             c->zero[i / 64] |= 1ull << (i % 64);
@@ -468,7 +469,8 @@ static void add_clusters(struct qcow2_state *s, uint64_t voff, const uint8_t *sr
                 (struct ram_cluster){.voff = voff + off,
                                      .src = src + off,
                                      .known_zero = r->known_zero,
-                                     .kz_first = r->known_zero_first + src_page + off / PAGE_SZ};
+                                     .kz_first = r->known_zero_first + src_page + off / PAGE_SZ,
+                                     .kz_exact = r->known_zero && r->zero_map_exact};
     }
 }
 

@@ -16,6 +16,7 @@
 #include "block/block.h"
 #include "snapshot/describe.h"
 #include "snapshot/devstate.h"
+#include "snapshot/pack.h"
 #include "snapshot/ram.h"
 #include "snapshot/restore.h"
 #include "snapshot/snapshot-int.h"
@@ -155,9 +156,11 @@ int read_and_check_vmstate(struct load_ctx *ctx, struct error **errp)
                               &ctx->record_count, ctx->where, errp) < 0) {
         return -1;
     }
-    return check_machine_shape(ctx, errp) < 0
-                   ? -1
-                   : devstate_check(ctx->m, ctx->records, ctx->record_count, ctx->where, errp);
+    if (check_machine_shape(ctx, errp) < 0 ||
+        devstate_check(ctx->m, ctx->records, ctx->record_count, ctx->where, errp) < 0) {
+        return -1;
+    }
+    return ram_packs_read(ctx->vmstate, tag, &ctx->header, ctx->where, &ctx->packs, errp);
 }
 
 /*
@@ -214,9 +217,9 @@ static int apply_snapshot(struct load_ctx *ctx, const struct snapshot_progress *
     machine_ram(ctx->m, &ram_size);
     progress_total(progress, ram_size);
     if ((changed ? restore_stage_changed(ctx->m, ctx->vmstate, tag, ctx->vm_info.id,
-                                         ctx->header.ram_offset, changed, stage, errp)
+                                         ctx->header.ram_offset, ctx->packs, changed, stage, errp)
                  : restore_stage(ctx->m, ctx->vmstate, tag, ctx->vm_info.id, ctx->header.ram_offset,
-                                 stage, errp)) < 0) {
+                                 ctx->packs, stage, errp)) < 0) {
         return -1;
     }
     for (size_t i = 0; i < t->count; i++) {
@@ -330,7 +333,8 @@ int vm_snapshot_load(struct machine *m, const struct snapshot_request *req,
         free(changed);
     } else {
         snapshot_incr_after_load(m, tracking ? ctx.vmstate : NULL, req->tag, ctx.vm_info.id,
-                                 ctx.header.ram_offset);
+                                 ctx.header.ram_offset, ctx.packs);
+        ctx.packs = NULL; /* the base's now */
     }
     if (rc < 0 && half_loaded) {
         error_prepend(&err, "the VM is stopped, half-loaded (load a snapshot again, or "
@@ -348,5 +352,6 @@ out:
     describe_free(desc);
     free(ctx.records);
     free(ctx.devices);
+    ram_packs_free(ctx.packs);
     return rc;
 }

@@ -14,6 +14,7 @@
 
 #include "block/block.h"
 #include "snapshot/describe.h"
+#include "snapshot/pack.h"
 #include "snapshot/snapshot-int.h"
 
 /* What query-snapshots learns about one tag beyond the block layer's lists. */
@@ -34,6 +35,7 @@ static const char *unloadable_reason(struct machine *m, const char *tag, json_t 
         json_object_set_new(entry, "vmstate", json_string(block_node_name(ctx.vmstate)));
     }
     free(ctx.records);
+    ram_packs_free(ctx.packs);
     free(ctx.devices);
     if (!err) {
         return NULL;

@@ -9,24 +9,33 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "block/block.h"
+#include "snapshot/pack.h"
 #include "snapshot/vmstate.h"
 
 #define PAGE         VMSTATE_PAGE_SIZE
 #define RAM_IO_CHUNK (32u << 20) /* RAM per block-layer batch: the node lock's longest hold */
 
+/*
+ * A cache line at a time, stopping at the first one with data: a page of
+ * data costs one line, not the whole page (the save reads every page of
+ * RAM; on this test machine that was a fifth of a save's time).
+ */
 bool page_is_zero(const void *p)
 {
     const uint64_t *w = p;
-    uint64_t acc = 0;
-    for (size_t i = 0; i < PAGE / sizeof(uint64_t); i++) {
-        acc |= w[i];
+    for (size_t i = 0; i < PAGE / sizeof(uint64_t); i += 8) {
+        if (w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] | w[i + 7]) {
+            return false;
+        }
     }
-    return acc == 0;
+    return true;
 }
 
 /*
@@ -55,7 +64,10 @@ int ram_saver_init(struct ram_saver *s, struct block_node *node, uint64_t ram_of
     memset(s, 0, sizeof(*s));
     uint64_t pages = ram_size / PAGE;
     s->stored = calloc((pages + 63) / 64, sizeof(uint64_t));
-    if (!s->stored) {
+    s->zero = calloc((pages + 63) / 64, sizeof(uint64_t));
+    if (!s->stored || !s->zero) {
+        free(s->stored);
+        free(s->zero);
         error_setg(errp, "out of memory for the RAM page map (%llu pages)",
                    (unsigned long long)pages);
         return -1;
@@ -63,11 +75,15 @@ int ram_saver_init(struct ram_saver *s, struct block_node *node, uint64_t ram_of
     s->runs = calloc(RAM_MAX_RUNS, sizeof(*s->runs));
     if (!s->runs) {
         free(s->stored);
+        free(s->zero);
         error_setg(errp, "out of memory for the RAM writer");
         return -1;
     }
     uint32_t cs = block_node_cluster_size(node);
     s->cluster_pages = cs > PAGE ? cs / PAGE : 1;
+    if (s->cluster_pages > 1) {
+        s->packs = ram_packs_new(ram_size, (uint32_t)s->cluster_pages);
+    }
     s->node = node;
     s->ram_offset = ram_offset;
     s->ram = ram;
@@ -83,16 +99,9 @@ int ram_saver_find_holes(struct ram_saver *s, int ram_file, bool anonymous, stru
     if (fd < 0 && anonymous) {
         fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC); /* none: every page is read */
     }
+    (void)errp;
     if (fd < 0) {
         return 0;
-    }
-    s->known_zero = calloc((s->ram_size / PAGE + 63) / 64, sizeof(uint64_t));
-    if (!s->known_zero) {
-        if (fd != ram_file) {
-            close(fd);
-        }
-        error_setg(errp, "out of memory for the RAM hole map");
-        return -1;
     }
     s->holes = fd == ram_file ? RAM_HOLES_FILE : RAM_HOLES_PAGEMAP;
     s->holes_fd = fd;
@@ -128,7 +137,7 @@ static void file_holes(struct ram_saver *s, uint64_t first, uint64_t count)
         /* Only whole pages: a hole's edges need not be page-aligned. */
         uint64_t a = (off + PAGE - 1) / PAGE, b = hole_end / PAGE;
         if (a < b) {
-            set_bits(s->known_zero, a, b, true);
+            set_bits(s->zero, a, b, true);
         }
         if (hole_end >= end) {
             return;
@@ -163,29 +172,40 @@ static void untouched_pages(struct ram_saver *s, uint64_t first, uint64_t count)
         }
         for (uint64_t k = 0; k < n; k++) {
             if (!(entries[k] & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED))) {
-                s->known_zero[(first + i + k) / 64] |= 1ull << ((first + i + k) % 64);
+                s->zero[(first + i + k) / 64] |= 1ull << ((first + i + k) % 64);
             }
         }
         i += n;
     }
 }
 
-static void look_up_holes(struct ram_saver *s, uint64_t first, uint64_t count)
+/*
+ * The zero map of pages [first, first + count), exact: what the kernel
+ * knows without a read (see `holes`), the rest read.  The block layer then
+ * reads no page again.
+ */
+static void find_zero_pages(struct ram_saver *s, uint64_t first, uint64_t count)
 {
-    set_bits(s->known_zero, first, first + count, false);
+    set_bits(s->zero, first, first + count, false);
     if (s->holes == RAM_HOLES_FILE) {
         file_holes(s, first, count);
-    } else {
+    } else if (s->holes == RAM_HOLES_PAGEMAP) {
         untouched_pages(s, first, count);
     }
-    s->pages_known_zero += bits_set(s->known_zero, first, first + count, false);
+    s->pages_known_zero += bits_set(s->zero, first, first + count, false);
+    for (uint64_t i = first; i < first + count; i++) {
+        if (!(s->zero[i / 64] >> (i % 64) & 1) && page_is_zero(s->ram + i * PAGE)) {
+            s->zero[i / 64] |= 1ull << (i % 64);
+        }
+    }
 }
 
 void ram_saver_destroy(struct ram_saver *s)
 {
     free(s->stored);
     free(s->runs);
-    free(s->known_zero);
+    free(s->zero);
+    ram_packs_free(s->packs);
     if (s->holes == RAM_HOLES_PAGEMAP) {
         close(s->holes_fd);
     }
@@ -193,7 +213,8 @@ void ram_saver_destroy(struct ram_saver *s)
     s->holes_fd = -1;
     s->stored = NULL;
     s->runs = NULL;
-    s->known_zero = NULL;
+    s->zero = NULL;
+    s->packs = NULL;
 }
 
 /* Stored-map bits set in pages [first, first + count). */
@@ -224,11 +245,10 @@ static int batch_flush(struct ram_saver *s, struct error **errp)
         uint64_t first = (s->runs[i].pos - s->ram_offset) / PAGE, count = s->runs[i].len / PAGE;
         before += count_stored(s, first, count);
         pages += count;
-        if (s->known_zero) {
-            look_up_holes(s, first, count);
-            s->runs[i].known_zero = s->known_zero;
-            s->runs[i].known_zero_first = first;
-        }
+        find_zero_pages(s, first, count);
+        s->runs[i].known_zero = s->zero;
+        s->runs[i].known_zero_first = first;
+        s->runs[i].zero_map_exact = true;
     }
     if (block_vmstate_write_ram(s->node, s->runs, s->nruns, s->stored, s->ram_offset, errp) < 0) {
         error_prepend(errp, "writing guest RAM (%zu runs from 0x%llx)", s->nruns,
@@ -282,13 +302,164 @@ static void cluster_span(const struct ram_saver *s, uint64_t *first, uint64_t *c
     *count = (b < pages ? b : pages) - a;
 }
 
+/*
+ * The first pass, as a pipeline of chunks of RAM_IO_CHUNK: while the block
+ * layer writes chunk k (the caller's thread, waiting on the disk most of
+ * the time), a helper thread prepares chunk k + 1 -- which pages are zero,
+ * and the packing (pack.h) into the other of two bounce buffers.  Without
+ * it the two alternated: on the test machine a 1 GiB save of RAM with zero
+ * pages interleaved spent 0.36 s preparing and 0.58 s writing, one after
+ * the other.
+ *
+ * Why the two never touch the same memory: chunks start at multiples of
+ * RAM_IO_CHUNK in RAM (whole 64-bit words of every page bitmap), the
+ * helper writes only its own chunk's bits of `zero` and of the pack map,
+ * and the slots it fills start where the previous chunk's end (slots are
+ * given out when a chunk is prepared).  The block layer, stored map and
+ * progress stay on the caller's thread.
+ */
+struct ram_chunk {
+    struct ram_saver *s;
+    uint64_t first, count;             /* pages */
+    uint8_t *bounce;                   /* RAM_IO_CHUNK bytes of slots */
+    uint64_t slot_from, filled, slots; /* slots given out: `slots` from slot_from, `filled` used */
+    uint64_t stored_before;
+};
+
+/*
+ * Pack the chunk's clusters of zero and non-zero pages: their non-zero
+ * pages into the bounce buffer, as slots from the pack area's end on, and
+ * all their pages zero in the zero map, so that their places stay holes.
+ */
+static void pack_chunk(struct ram_chunk *k)
+{
+    struct ram_saver *s = k->s;
+    struct ram_packs *p = s->packs;
+    uint64_t pages = s->ram_size / PAGE, n = 0;
+    k->slot_from = p->slots;
+    for (uint64_t a = k->first; a < k->first + k->count; a += s->cluster_pages) {
+        uint64_t b = a + s->cluster_pages < pages ? a + s->cluster_pages : pages;
+        uint64_t zeros = bits_set(s->zero, a, b, false), c = a / s->cluster_pages;
+        if (zeros == 0 || zeros == b - a || p->index[c]) {
+            continue;
+        }
+        p->index[c] = (uint32_t)(1 + k->slot_from + n);
+        p->packed++;
+        for (uint64_t i = a; i < b; i++) {
+            if (!(s->zero[i / 64] >> (i % 64) & 1)) {
+                memcpy(k->bounce + n++ * PAGE, s->ram + i * PAGE, PAGE);
+                p->present[i / 64] |= 1ull << (i % 64);
+            }
+        }
+        set_bits(s->zero, a, b, true);
+    }
+    /* Whole clusters of slots: the last one's tail is zeros, a hole in the file. */
+    k->filled = n;
+    k->slots = (n + s->cluster_pages - 1) / s->cluster_pages * s->cluster_pages;
+    memset(k->bounce + n * PAGE, 0, (k->slots - n) * PAGE);
+    p->slots += k->slots;
+}
+
+static void *prepare_chunk(void *opaque)
+{
+    struct ram_chunk *k = opaque;
+    find_zero_pages(k->s, k->first, k->count);
+    k->filled = k->slots = 0;
+    if (k->bounce) {
+        pack_chunk(k);
+    }
+    return NULL;
+}
+
+static int write_chunk(struct ram_chunk *k, struct error **errp)
+{
+    struct ram_saver *s = k->s;
+    if (s->cancelled && s->cancelled(s->opaque)) {
+        error_setg(errp, "the snapshot was cancelled");
+        return -1;
+    }
+    struct block_vmstate_run run = {.pos = s->ram_offset + k->first * PAGE,
+                                    .buf = s->ram + k->first * PAGE,
+                                    .len = k->count * PAGE,
+                                    .known_zero = s->zero,
+                                    .known_zero_first = k->first,
+                                    .zero_map_exact = true};
+    if (block_vmstate_write_ram(s->node, &run, 1, s->stored, s->ram_offset, errp) < 0) {
+        error_prepend(errp, "writing guest RAM at 0x%llx", (unsigned long long)(k->first * PAGE));
+        return -1;
+    }
+    if (k->slots) {
+        struct ram_packs *p = s->packs;
+        struct block_vmstate_run slots = {
+                .pos = p->offset + k->slot_from * PAGE, .buf = k->bounce, .len = k->slots * PAGE};
+        if (block_vmstate_write_ram(s->node, &slots, 1, NULL, 0, errp) < 0) {
+            error_prepend(errp, "writing packed guest RAM at 0x%llx (%llu pages)",
+                          (unsigned long long)(k->first * PAGE), (unsigned long long)k->filled);
+            return -1;
+        }
+        /* The block layer saw packed clusters as zero; their slots hold the data. */
+        for (uint64_t i = k->first / 64; i < (k->first + k->count + 63) / 64; i++) {
+            s->stored[i] |= p->present[i];
+        }
+    }
+    uint64_t after = count_stored(s, k->first, k->count);
+    s->pages_stored = s->pages_stored - k->stored_before + after;
+    s->bytes_written += after * PAGE;
+    report_progress(s, k->count);
+    return 0;
+}
+
 int ram_save_pages(struct ram_saver *s, uint64_t first, uint64_t count, struct error **errp)
 {
     cluster_span(s, &first, &count);
-    if (batch_add(s, first, count, errp) < 0) {
-        return -1;
+    const uint64_t chunk = RAM_IO_CHUNK / PAGE; /* a multiple of 64 and of any cluster */
+    struct ram_chunk k[2] = {{.s = s}, {.s = s}};
+    for (int i = 0; i < 2 && s->packs; i++) {
+        k[i].bounce = mmap(NULL, RAM_IO_CHUNK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                           -1, 0);
+        if (k[i].bounce == MAP_FAILED) {
+            k[i].bounce = NULL; /* stored in place, then */
+        }
     }
-    return batch_flush(s, errp);
+    int rc = 0, cur = 0;
+    bool helper = false;
+    pthread_t th;
+    uint64_t end = first + count, at = first;
+    /* Chunk 0, prepared here; then each next one beside the write of the last. */
+    if (at < end) {
+        k[0].first = at;
+        k[0].count = (at / chunk + 1) * chunk < end ? (at / chunk + 1) * chunk - at : end - at;
+        k[0].stored_before = count_stored(s, k[0].first, k[0].count);
+        prepare_chunk(&k[0]);
+        at += k[0].count;
+    }
+    while (rc == 0 && k[cur].count) {
+        struct ram_chunk *next = &k[cur ^ 1];
+        next->count = 0;
+        if (at < end) {
+            next->first = at;
+            next->count = end - at < chunk ? end - at : chunk;
+            next->stored_before = count_stored(s, next->first, next->count);
+            at += next->count;
+            helper = pthread_create(&th, NULL, prepare_chunk, next) == 0;
+            if (!helper) {
+                prepare_chunk(next);
+            }
+        }
+        rc = write_chunk(&k[cur], errp);
+        if (helper) {
+            pthread_join(th, NULL);
+            helper = false;
+        }
+        k[cur].count = 0;
+        cur ^= 1;
+    }
+    for (int i = 0; i < 2; i++) {
+        if (k[i].bounce) {
+            munmap(k[i].bounce, RAM_IO_CHUNK);
+        }
+    }
+    return rc;
 }
 
 /* Is any page of cluster c marked? */
@@ -318,6 +489,12 @@ int ram_save_dirty(struct ram_saver *s, const uint64_t *dirty, struct error **er
         if (cluster_marked(s, dirty, c)) {
             uint64_t first = c * s->cluster_pages, count = 1;
             cluster_span(s, &first, &count);
+            if (s->packs && s->packs->index[c]) {
+                /* Rewritten in place: its place is a hole, its slots are dead. */
+                s->pages_stored -= count_stored(s, first, count);
+                set_bits(s->stored, first, first + count, false);
+                ram_packs_unpack(s->packs, c);
+            }
             if (batch_add(s, first, count, errp) < 0) {
                 return -1;
             }
@@ -326,8 +503,13 @@ int ram_save_dirty(struct ram_saver *s, const uint64_t *dirty, struct error **er
     return batch_flush(s, errp);
 }
 
+static uint64_t packs_unit(const struct ram_packs *p)
+{
+    return p ? p->unit : 1;
+}
+
 uint64_t *ram_stored_map(struct block_node *node, const char *tag, uint64_t ram_offset,
-                         uint64_t ram_size, uint64_t *pages_stored)
+                         const struct ram_packs *packs, uint64_t ram_size, uint64_t *pages_stored)
 {
     uint64_t pages = ram_size / PAGE;
     uint64_t *map = calloc((pages + 63) / 64 + 1, sizeof(uint64_t));
@@ -337,30 +519,36 @@ uint64_t *ram_stored_map(struct block_node *node, const char *tag, uint64_t ram_
         free(map);
         return NULL;
     }
+    ram_packs_mark(packs, ram_offset, &ext, &n);
     *pages_stored = 0;
     for (size_t i = 0; i < n; i++) {
         if (ext[i].kind == BLOCK_EXTENT_ZERO) {
             continue;
         }
         /* Stored clusters may hold zero pages (holes): "maybe non-zero" is
-         * what the map needs (a zero page marked stored is merely rewritten). */
+         * what the map needs (a zero page marked stored is merely rewritten).
+         * A packed cluster's pages are stored where they have a slot. */
         uint64_t first = (ext[i].pos - ram_offset) / PAGE;
         uint64_t last = (ext[i].pos - ram_offset + ext[i].len + PAGE - 1) / PAGE;
         for (uint64_t p = first; p < last && p < pages; p++) {
-            map[p / 64] |= 1ull << (p % 64);
-            (*pages_stored)++;
+            uint64_t bit = 1ull << (p % 64), slot;
+            if (!ram_packs_cluster(packs, p / packs_unit(packs), &slot) ||
+                (packs->present[p / 64] & bit)) {
+                map[p / 64] |= bit;
+                (*pages_stored)++;
+            }
         }
     }
     free(ext);
     return map;
 }
 
-int ram_load(struct block_node *node, const char *tag, uint64_t ram_offset, uint8_t *ram,
-             uint64_t ram_size, struct error **errp)
+int ram_load(struct block_node *node, const char *tag, uint64_t ram_offset,
+             const struct ram_packs *packs, uint8_t *ram, uint64_t ram_size, struct error **errp)
 {
     for (uint64_t pos = 0; pos < ram_size; pos += RAM_IO_CHUNK) {
         uint64_t len = ram_size - pos < RAM_IO_CHUNK ? ram_size - pos : RAM_IO_CHUNK;
-        if (block_snapshot_vmstate_read(node, tag, ram_offset + pos, ram + pos, len, errp) < 0) {
+        if (ram_read(node, tag, ram_offset, packs, pos, len, ram + pos, errp) < 0) {
             error_prepend(errp, "reading guest RAM at 0x%llx from node '%s'",
                           (unsigned long long)pos, block_node_name(node));
             return -1;

@@ -44,9 +44,21 @@ struct ram_saver {
      * like any other, and rewritten.
      */
     enum { RAM_HOLES_NONE, RAM_HOLES_FILE, RAM_HOLES_PAGEMAP } holes;
-    int holes_fd;                   /* the RAM file, or the open pagemap (owned) */
-    uint64_t *known_zero;           /* bitmap per page: known zero at the last look */
-    uint64_t pages_known_zero;      /* pages passed over unread, over all batches */
+    int holes_fd;              /* the RAM file, or the open pagemap (owned) */
+    uint64_t pages_known_zero; /* pages passed over unread, over all batches */
+    /*
+     * Bitmap per page: zero, as the last batch that held the page found it
+     * (asked of the kernel as above, else read).  The block layer takes it
+     * as exact and reads no page again; a packed cluster's pages are all
+     * set, so that its place in the RAM section stays a hole.
+     */
+    uint64_t *zero;
+    /*
+     * Packing (pack.h; NULL where clusters are a page or smaller): the map
+     * of this save, or of its base for an incremental one.  Only
+     * ram_save_pages packs; every other write of a cluster unpacks it.
+     */
+    struct ram_packs *packs;
     struct block_vmstate_run *runs; /* the batch being collected */
     size_t nruns;
     uint64_t batch_bytes;
@@ -83,7 +95,8 @@ int pagemap_entries(int pagemap, const void *p, uint64_t n, uint64_t *entries);
 /*
  * Store pages [first, first + count), widened to whole clusters: every
  * cluster touched is rebuilt from guest RAM (zero pages become holes, an
- * all-zero cluster unallocated; see block_vmstate_write_ram).
+ * all-zero cluster unallocated; see block_vmstate_write_ram).  The first
+ * pass of a full save: a cluster of zero and non-zero pages is packed.
  */
 int ram_save_pages(struct ram_saver *s, uint64_t first, uint64_t count, struct error **errp);
 /* Store every cluster that holds a page marked in `dirty` (one bit per page). */
@@ -91,16 +104,18 @@ int ram_save_dirty(struct ram_saver *s, const uint64_t *dirty, struct error **er
 /* How many pages ram_save_dirty() would store (the marked clusters' pages). */
 uint64_t ram_dirty_cluster_pages(const struct ram_saver *s, const uint64_t *dirty);
 
-/* Read the RAM section of snapshot `tag` on `node` into guest RAM. */
-int ram_load(struct block_node *node, const char *tag, uint64_t ram_offset, uint8_t *ram,
-             uint64_t ram_size, struct error **errp);
+/* Read the RAM of snapshot `tag` on `node` into guest RAM (packs: its pack map, or NULL). */
+struct ram_packs;
+int ram_load(struct block_node *node, const char *tag, uint64_t ram_offset,
+             const struct ram_packs *packs, uint8_t *ram, uint64_t ram_size, struct error **errp);
 
 /*
- * A saver's `stored` map for snapshot `tag` (pages held in stored clusters),
- * malloc'd, with the count in *pages_stored; NULL if it cannot be read.
+ * A saver's `stored` map for snapshot `tag` (pages held in stored clusters,
+ * and pages with a slot), malloc'd, with the count in *pages_stored; NULL
+ * if it cannot be read.
  */
 uint64_t *ram_stored_map(struct block_node *node, const char *tag, uint64_t ram_offset,
-                         uint64_t ram_size, uint64_t *pages_stored);
+                         const struct ram_packs *packs, uint64_t ram_size, uint64_t *pages_stored);
 
 /*
  * Incremental saves (save.c): after a load of snapshot `id` (`tag`) on
@@ -109,14 +124,15 @@ uint64_t *ram_stored_map(struct block_node *node, const char *tag, uint64_t ram_
  * goes, dirty tracking goes on), loaded (with the vCPUs still paused after
  * a successful load: tracking counts from that instant), after_load (after
  * resuming: the active vmstate area shares the snapshot's clusters; node
- * NULL: the load failed, tracking goes off).  forget: the machine is going
+ * NULL: the load failed, tracking goes off; it takes over `packs`, the
+ * snapshot's pack map).  forget: the machine is going
  * away.
  */
 struct machine;
 void snapshot_incr_before_load(struct machine *m);
 int snapshot_incr_loaded(struct machine *m, struct error **errp);
 void snapshot_incr_after_load(struct machine *m, struct block_node *node, const char *tag,
-                              const char *id, uint64_t ram_offset);
+                              const char *id, uint64_t ram_offset, struct ram_packs *packs);
 void snapshot_incr_forget(struct machine *m);
 /*
  * A revert in place (restore.h): if the machine's base is snapshot `id` on

@@ -21,6 +21,7 @@
 
 #include "block/block.h"
 #include "machine/machine.h"
+#include "snapshot/pack.h"
 #include "snapshot/ram.h"
 #include "snapshot/vmstate.h"
 #include "util/log.h"
@@ -186,11 +187,11 @@ void restore_stage_free(struct ram_stage *st)
     }
 }
 
-/* Read bytes [pos, pos + len) of the vmstate into the staging buffer. */
+/* Read the snapshot's RAM at vmstate [pos, pos + len) into the staging buffer. */
 static int stage_read(struct ram_stage *st, uint64_t pos, uint64_t len, struct error **errp)
 {
     uint64_t off = pos - st->ram_offset;
-    if (block_snapshot_vmstate_read(st->node, st->tag, pos, st->buf + off, len, errp) < 0) {
+    if (ram_read(st->node, st->tag, st->ram_offset, st->packs, off, len, st->buf + off, errp) < 0) {
         error_prepend(errp, "reading guest RAM at 0x%llx from node '%s'", (unsigned long long)off,
                       block_node_name(st->node));
         return -1;
@@ -280,6 +281,7 @@ static int stage_extents(struct ram_stage *st, struct error **errp)
     if (!st->mapped) {
         abort();
     }
+    bool any_mapped = false;
     for (size_t i = 0; i < st->count; i++) {
         const struct block_extent *e = &st->extents[i];
         if (e->kind == BLOCK_EXTENT_ZERO) {
@@ -302,19 +304,24 @@ static int stage_extents(struct ram_stage *st, struct error **errp)
         }
         if (extent_mappable(st, e)) {
             st->mapped[i] = true;
+            any_mapped = true;
         } else if (stage_read(st, e->pos, e->len, errp) < 0) {
             return -1;
         }
     }
+    /* Nothing to map (all of RAM packed, say): the staging area is RAM as it is. */
+    st->whole = !any_mapped;
     return 0;
 }
 
 static int stage_init(struct machine *m, struct block_node *node, const char *tag, const char *id,
-                      uint64_t ram_offset, struct ram_stage *st, struct error **errp)
+                      uint64_t ram_offset, const struct ram_packs *packs, struct ram_stage *st,
+                      struct error **errp)
 {
     memset(st, 0, sizeof(*st));
     machine_ram(m, &st->ram_size);
     st->node = node;
+    st->packs = packs;
     st->tag = tag;
     snprintf(st->id, sizeof(st->id), "%s", id);
     st->ram_offset = ram_offset;
@@ -335,17 +342,21 @@ static int stage_init(struct machine *m, struct block_node *node, const char *ta
 }
 
 int restore_stage(struct machine *m, struct block_node *node, const char *tag, const char *id,
-                  uint64_t ram_offset, struct ram_stage *st, struct error **errp)
+                  uint64_t ram_offset, const struct ram_packs *packs, struct ram_stage *st,
+                  struct error **errp)
 {
-    if (stage_init(m, node, tag, id, ram_offset, st, errp) < 0) {
+    if (stage_init(m, node, tag, id, ram_offset, packs, st, errp) < 0) {
         return -1;
     }
     int rc;
-    if (st->fd >= 0 &&
-        block_snapshot_vmstate_map(node, tag, ram_offset, st->ram_size, &st->extents, &st->count,
-                                   NULL) == 0 &&
-        (!reads_of_holes_allocate(st->fd) || split_at_holes(st, NULL) == 0) &&
-        st->count <= max_mapped_runs()) {
+    bool plan = st->fd >= 0 &&
+                block_snapshot_vmstate_map(node, tag, ram_offset, st->ram_size, &st->extents,
+                                           &st->count, NULL) == 0 &&
+                (!reads_of_holes_allocate(st->fd) || split_at_holes(st, NULL) == 0);
+    if (plan) {
+        ram_packs_mark(packs, ram_offset, &st->extents, &st->count); /* packed: read */
+    }
+    if (plan && st->count <= max_mapped_runs()) {
         rc = stage_extents(st, errp);
     } else {
         /* Read it all: RAM is a shared file (-mem-path), or too many runs. */
@@ -353,7 +364,7 @@ int restore_stage(struct machine *m, struct block_node *node, const char *tag, c
         st->extents = NULL;
         st->count = 0;
         st->whole = true;
-        rc = ram_load(node, tag, ram_offset, st->buf, st->ram_size, errp);
+        rc = ram_load(node, tag, ram_offset, packs, st->buf, st->ram_size, errp);
     }
     if (rc < 0) {
         restore_stage_free(st);
@@ -459,6 +470,7 @@ static int stage_lookups(struct ram_stage *st, const uint64_t *need, size_t nnee
                           (unsigned long long)s0, st->tag, block_node_name(st->node));
             return -1;
         }
+        ram_packs_mark(st->packs, st->ram_offset, &ext, &n); /* packed: read, never zero */
         size_t e = 0;
         for (size_t k = i; k < j; k++) {
             uint64_t a = need[2 * k], b = a + need[2 * k + 1];
@@ -493,8 +505,8 @@ static int stage_lookups(struct ram_stage *st, const uint64_t *need, size_t nnee
 }
 
 int restore_stage_changed(struct machine *m, struct block_node *node, const char *tag,
-                          const char *id, uint64_t ram_offset, const uint64_t *changed,
-                          struct ram_stage *st, struct error **errp)
+                          const char *id, uint64_t ram_offset, const struct ram_packs *packs,
+                          const uint64_t *changed, struct ram_stage *st, struct error **errp)
 {
     uint64_t ram_size, n = 0;
     machine_ram(m, &ram_size);
@@ -504,9 +516,9 @@ int restore_stage_changed(struct machine *m, struct block_node *node, const char
     if (n > ram_size / PAGE / 2) {
         log_debug("revert of snapshot %s: %llu of %llu pages changed, mapped anew", id,
                   (unsigned long long)n, (unsigned long long)(ram_size / PAGE));
-        return restore_stage(m, node, tag, id, ram_offset, st, errp);
+        return restore_stage(m, node, tag, id, ram_offset, packs, st, errp);
     }
-    if (stage_init(m, node, tag, id, ram_offset, st, errp) < 0) {
+    if (stage_init(m, node, tag, id, ram_offset, packs, st, errp) < 0) {
         return -1;
     }
     st->in_place = true;
@@ -739,6 +751,32 @@ static int commit_in_place(struct machine *m, struct ram_stage *st, struct error
     return 0;
 }
 
+/*
+ * Staged bytes [off, off + len) into fresh guest RAM.  A packed cluster's
+ * pages without a slot are zero already: copying them would allocate a
+ * page for each.
+ */
+static void copy_staged(const struct ram_stage *st, uint8_t *ram, uint64_t off, uint64_t len)
+{
+    const struct ram_packs *p = st->packs;
+    uint64_t slot;
+    for (uint64_t a = off, end = off + len; a < end;) {
+        uint64_t page = a / PAGE, c = p ? page / p->unit : 0;
+        uint64_t b = p ? (c + 1) * p->unit * PAGE : end;
+        b = b < end ? b : end;
+        if (!ram_packs_cluster(p, c, &slot)) {
+            memcpy(ram + a, st->buf + a, b - a);
+        } else {
+            for (uint64_t k = a; k < b; k += PAGE) {
+                if (p->present[k / PAGE / 64] >> (k / PAGE % 64) & 1) {
+                    memcpy(ram + k, st->buf + k, PAGE);
+                }
+            }
+        }
+        a = b;
+    }
+}
+
 static int commit_locked(struct machine *m, struct ram_mapping *map, struct ram_stage *st,
                          struct error **errp)
 {
@@ -779,7 +817,7 @@ static int commit_locked(struct machine *m, struct ram_mapping *map, struct ram_
             continue;
         }
         if (!st->mapped[i]) {
-            memcpy(ram + off, st->buf + off, e->len);
+            copy_staged(st, ram, off, e->len);
             continue;
         }
         if (mmap(ram + off, e->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE,

@@ -30,6 +30,7 @@
 struct block_extent;
 struct block_node;
 struct machine;
+struct ram_packs;
 
 /*
  * Loading RAM is two steps, so that a load can fail without touching the
@@ -45,7 +46,8 @@ struct ram_stage {
     struct block_node *node;
     const char *tag;
     char id[128];
-    uint64_t ram_offset; /* vmstate position of guest page 0 */
+    uint64_t ram_offset;           /* vmstate position of guest page 0 */
+    const struct ram_packs *packs; /* the snapshot's pack map (pack.h; borrowed), or NULL */
     uint64_t ram_size;
     int fd;       /* the image file to map from; -1: read everything */
     bool whole;   /* buf holds all of RAM */
@@ -90,11 +92,12 @@ struct restore_piece {
 };
 
 int restore_stage_changed(struct machine *m, struct block_node *node, const char *tag,
-                          const char *id, uint64_t ram_offset, const uint64_t *changed,
-                          struct ram_stage *st, struct error **errp);
+                          const char *id, uint64_t ram_offset, const struct ram_packs *packs,
+                          const uint64_t *changed, struct ram_stage *st, struct error **errp);
 
 int restore_stage(struct machine *m, struct block_node *node, const char *tag, const char *id,
-                  uint64_t ram_offset, struct ram_stage *st, struct error **errp);
+                  uint64_t ram_offset, const struct ram_packs *packs, struct ram_stage *st,
+                  struct error **errp);
 int restore_commit(struct machine *m, struct ram_stage *st, struct error **errp);
 void restore_stage_free(struct ram_stage *st);
 

@@ -14,6 +14,7 @@
 #include "block/block.h"
 #include "snapshot/describe.h"
 #include "snapshot/devstate.h"
+#include "snapshot/pack.h"
 #include "snapshot/ram.h"
 #include "snapshot/restore.h"
 #include "snapshot/snapshot-int.h"
@@ -125,6 +126,7 @@ struct incr_base {
     char id[128];
     uint64_t *stored; /* pages the base stores non-zero (ram_saver's map) */
     uint64_t pages_stored;
+    struct ram_packs *packs; /* the base's pack map (NULL: none) */
     struct incr_base *next;
 };
 
@@ -152,6 +154,7 @@ static void base_free(struct incr_base *b)
 {
     if (b) {
         free(b->stored);
+        ram_packs_free(b->packs);
         free(b);
     }
 }
@@ -162,7 +165,7 @@ static void base_free(struct incr_base *b)
  * instant; on failure the log goes off (the next save is a full one).
  */
 static void base_set(struct machine *m, struct block_node *node, const char *id, uint64_t *stored,
-                     uint64_t pages_stored)
+                     uint64_t pages_stored, struct ram_packs *packs)
 {
     struct error *err = NULL;
     struct incr_base *b = calloc(1, sizeof(*b));
@@ -173,10 +176,12 @@ static void base_set(struct machine *m, struct block_node *node, const char *id,
         }
         free(b);
         free(stored);
+        ram_packs_free(packs);
         machine_dirty_log_stop(m);
         return;
     }
-    *b = (struct incr_base){.m = m, .node = node, .stored = stored, .pages_stored = pages_stored};
+    *b = (struct incr_base){
+            .m = m, .node = node, .stored = stored, .pages_stored = pages_stored, .packs = packs};
     snprintf(b->id, sizeof(b->id), "%s", id);
     pthread_mutex_lock(&bases_lock);
     b->next = bases;
@@ -271,10 +276,13 @@ int snapshot_incr_loaded(struct machine *m, struct error **errp)
 }
 
 void snapshot_incr_after_load(struct machine *m, struct block_node *node, const char *tag,
-                              const char *id, uint64_t ram_offset)
+                              const char *id, uint64_t ram_offset, struct ram_packs *packs)
 {
-    if (!node) {
-        machine_dirty_log_stop(m); /* the load failed: no base */
+    uint32_t cs = node ? block_node_cluster_size(node) : 0;
+    if (!node || (packs && packs->unit != cs / VMSTATE_PAGE_SIZE)) {
+        /* The load failed, or its map is not in this node's clusters: no base. */
+        ram_packs_free(packs);
+        machine_dirty_log_stop(m);
         return;
     }
     uint64_t ram_size, pages = 0;
@@ -282,12 +290,13 @@ void snapshot_incr_after_load(struct machine *m, struct block_node *node, const 
     /* A goto keeps the active vmstate area: whatever a failed save left
      * there goes before the area shares the loaded snapshot. */
     block_vmstate_discard(node, NULL);
-    uint64_t *stored = ram_stored_map(node, tag, ram_offset, ram_size, &pages);
+    uint64_t *stored = ram_stored_map(node, tag, ram_offset, packs, ram_size, &pages);
     if (!stored) {
+        ram_packs_free(packs);
         machine_dirty_log_stop(m);
         return;
     }
-    base_set(m, node, id, stored, pages);
+    base_set(m, node, id, stored, pages, packs);
 }
 
 /*
@@ -302,6 +311,10 @@ static int start_tracking(struct save_ctx *ctx, struct error **errp)
         ctx->saver.stored = b->stored;
         ctx->saver.pages_stored = b->pages_stored;
         b->stored = NULL;
+        /* The base's map goes on (its clusters stay packed until rewritten), or none. */
+        ram_packs_free(ctx->saver.packs);
+        ctx->saver.packs = b->packs;
+        b->packs = NULL;
         ctx->base = b;
         log_debug("live save: incremental, from snapshot %s", b->id);
         return 0;
@@ -418,6 +431,28 @@ static int reserve_metadata(struct save_ctx *ctx, struct error **errp)
 }
 
 /*
+ * The pack map's clusters, allocated while the guest runs, as above: its
+ * place is known once the first pass has packed what it packs.
+ */
+static int reserve_map(struct save_ctx *ctx, struct error **errp)
+{
+    const struct ram_packs *p = ctx->saver.packs;
+    if (!p || !p->slots) {
+        return 0;
+    }
+    uint64_t len = vmstate_map_size(ctx->ram_size, p->unit);
+    void *zeros = calloc(1, len);
+    if (!zeros) {
+        error_setg(errp, "out of memory for the pack map");
+        return -1;
+    }
+    int rc = block_vmstate_write(ctx->targets.vmstate, p->offset + p->slots * VMSTATE_PAGE_SIZE,
+                                 zeros, len, errp);
+    free(zeros);
+    return rc;
+}
+
+/*
  * Everything that happens while the guest runs: the first full pass, then
  * rounds of "flush what was written, rewrite what the guest dirtied
  * meanwhile" until a round rewrites little.  What is left for the pause is
@@ -453,9 +488,14 @@ static int precopy(struct save_ctx *ctx, struct error **errp)
             return -1;
         }
     }
-    log_debug("live save: first pass written (%llu bytes; %llu pages known zero, not read)",
+    if (reserve_map(ctx, errp) < 0) {
+        return -1;
+    }
+    log_debug("live save: first pass written (%llu bytes; %llu pages known zero, not read; "
+              "%llu clusters packed)",
               (unsigned long long)ctx->saver.bytes_written,
-              (unsigned long long)ctx->saver.pages_known_zero);
+              (unsigned long long)ctx->saver.pages_known_zero,
+              (unsigned long long)(ctx->saver.packs ? ctx->saver.packs->packed : 0));
     for (int round = 0; round < PRECOPY_MAX_ROUNDS; round++) {
         uint64_t before = ctx->saver.bytes_written;
         if (flush_vmstate(ctx, errp) < 0) {
@@ -486,18 +526,34 @@ static int write_devices_and_header(struct save_ctx *ctx, struct error **errp)
     h->devices_size = ctx->devices.len;
     h->devices_crc = vmstate_crc32(ctx->devices.data, ctx->devices.len);
     h->ram_pages_written = ctx->saver.pages_stored;
+    const struct ram_packs *p = ctx->saver.packs;
+    uint8_t *map = NULL;
+    uint64_t map_len = 0;
+    if (p && p->slots) { /* a pack area (this save's, or the base's): version 3 */
+        map = ram_packs_encode(p, &map_len);
+        ram_packs_header(p, ctx->ram_size, h, map);
+    }
     if (describe_write(ctx->description, node, h, errp) < 0) {
+        free(map);
         return -1;
     }
     uint8_t hdr[VMSTATE_HEADER_SIZE];
     vmstate_header_encode(h, hdr);
-    if (block_vmstate_write(node, h->devices_offset, ctx->devices.data, ctx->devices.len, errp) <
-                0 ||
-        block_vmstate_write(node, 0, hdr, sizeof(hdr), errp) < 0) {
+    int rc =
+            block_vmstate_write(node, h->devices_offset, ctx->devices.data, ctx->devices.len, errp);
+    if (rc == 0 && map) {
+        rc = block_vmstate_write(node, h->map_offset, map, map_len, errp);
+    }
+    if (rc == 0) {
+        rc = block_vmstate_write(node, 0, hdr, sizeof(hdr), errp);
+    }
+    free(map);
+    if (rc < 0) {
         error_prepend(errp, "writing the vmstate to node '%s'", block_node_name(node));
         return -1;
     }
-    ctx->bytes_written = ctx->saver.bytes_written + sizeof(hdr) + ctx->devices.len + h->desc_size;
+    ctx->bytes_written =
+            ctx->saver.bytes_written + sizeof(hdr) + ctx->devices.len + h->desc_size + map_len;
     return 0;
 }
 
@@ -616,8 +672,10 @@ int vm_snapshot_save(struct machine *m, const struct snapshot_request *req,
     }
     if (rc == 0) {
         /* The new snapshot is the next save's base; the dirty log stays on. */
-        base_set(m, ctx.targets.vmstate, ctx.vmstate_id, ctx.saver.stored, ctx.saver.pages_stored);
+        base_set(m, ctx.targets.vmstate, ctx.vmstate_id, ctx.saver.stored, ctx.saver.pages_stored,
+                 ctx.saver.packs);
         ctx.saver.stored = NULL;
+        ctx.saver.packs = NULL;
     } else {
         machine_dirty_log_stop(m);
     }

@@ -73,14 +73,16 @@ struct load_ctx {
     uint8_t *devices;
     struct vmstate_record *records;
     size_t record_count;
+    struct ram_packs *packs; /* the pack map (pack.h), NULL: none */
     char where[512];
 };
 
 int require_tag_everywhere(const struct snapshot_targets *t, const char *tag, struct error **errp);
 /* Which node holds the vmstate: `vmstate` if given, else the node whose snapshot has one. */
 int find_vmstate_node(struct load_ctx *ctx, struct error **errp);
-/* Check that the tag is one instant on every node, then read and check the header and
- * every record; nothing is touched. */
+/* Check that the tag is one instant on every node, then read and check the header,
+ * every record and the pack map; nothing is touched.  The caller frees devices,
+ * records and packs. */
 int read_and_check_vmstate(struct load_ctx *ctx, struct error **errp);
 
 #endif

@@ -31,14 +31,20 @@ enum {
     HDR_DESC_OFFSET = 88, /* version 2 on */
     HDR_DESC_SIZE = 96,
     HDR_DESC_CRC = 104,
-    HDR_CRC = 108, /* version 2: CRC-32 of bytes [0, HDR_CRC) */
-    HDR_END = 112,
+    HDR_CRC = 108,         /* version 2: CRC-32 of bytes [0, HDR_CRC) */
+    HDR_PACK_OFFSET = 112, /* version 3 on */
+    HDR_PACK_PAGES = 120,
+    HDR_PACK_UNIT = 128,
+    HDR_MAP_CRC = 132,
+    HDR_MAP_OFFSET = 136,
+    HDR_MAP_SIZE = 144,
+    HDR_V3_CRC = 152, /* version 3: CRC-32 of bytes [0, HDR_V3_CRC) */
 };
 
 /* Where a header of this version keeps its own CRC. */
 static int header_crc_offset(uint32_t version)
 {
-    return version == 1 ? HDR_V1_CRC : HDR_CRC;
+    return version == 1 ? HDR_V1_CRC : version == 2 ? HDR_CRC : HDR_V3_CRC;
 }
 
 /* First bytes of a QEMU migration stream ("QEVM", big-endian version 3). */
@@ -59,8 +65,24 @@ uint64_t vmstate_desc_offset(const struct vmstate_header *h)
     return h->devices_offset + h->devices_size;
 }
 
+uint64_t vmstate_pack_offset(uint64_t ram_size)
+{
+    uint64_t end =
+            vmstate_devices_offset(ram_size) + VMSTATE_MAX_DEVICES_SIZE + VMSTATE_MAX_DESC_SIZE;
+    return (end + VMSTATE_RAM_ALIGN - 1) / VMSTATE_RAM_ALIGN * VMSTATE_RAM_ALIGN;
+}
+
+uint64_t vmstate_map_size(uint64_t ram_size, uint32_t unit)
+{
+    uint64_t pages = ram_size / VMSTATE_PAGE_SIZE;
+    return (pages + unit - 1) / unit * 4 + (pages + 63) / 64 * 8;
+}
+
 uint64_t vmstate_total_size(const struct vmstate_header *h)
 {
+    if (h->map_size) {
+        return h->map_offset + h->map_size;
+    }
     return h->desc_size ? h->desc_offset + h->desc_size : h->devices_offset + h->devices_size;
 }
 
@@ -68,7 +90,8 @@ void vmstate_header_encode(const struct vmstate_header *h, uint8_t *out)
 {
     memset(out, 0, VMSTATE_HEADER_SIZE);
     memcpy(out + HDR_MAGIC, VMSTATE_MAGIC, 8);
-    le_put(out + HDR_VERSION, VMSTATE_VERSION, 4);
+    uint32_t version = h->map_size ? 3 : 2;
+    le_put(out + HDR_VERSION, version, 4);
     le_put(out + HDR_SIZE, VMSTATE_HEADER_SIZE, 4);
     le_put(out + HDR_PAGE_SIZE, h->page_size, 4);
     le_put(out + HDR_VCPUS, h->vcpu_count, 4);
@@ -83,7 +106,16 @@ void vmstate_header_encode(const struct vmstate_header *h, uint8_t *out)
     le_put(out + HDR_DESC_OFFSET, h->desc_size ? h->desc_offset : 0, 8);
     le_put(out + HDR_DESC_SIZE, h->desc_size, 8);
     le_put(out + HDR_DESC_CRC, h->desc_size ? h->desc_crc : 0, 4);
-    le_put(out + HDR_CRC, crc32_of(out, HDR_CRC), 4);
+    if (version >= 3) {
+        le_put(out + HDR_PACK_OFFSET, h->pack_offset, 8);
+        le_put(out + HDR_PACK_PAGES, h->pack_pages, 8);
+        le_put(out + HDR_PACK_UNIT, h->pack_unit, 4);
+        le_put(out + HDR_MAP_CRC, h->map_crc, 4);
+        le_put(out + HDR_MAP_OFFSET, h->map_offset, 8);
+        le_put(out + HDR_MAP_SIZE, h->map_size, 8);
+    }
+    int crc_at = header_crc_offset(version);
+    le_put(out + crc_at, crc32_of(out, (size_t)crc_at), 4);
 }
 
 static int check_magic(const uint8_t *buf, size_t len, const char *where, struct error **errp)
@@ -101,6 +133,35 @@ static int check_magic(const uint8_t *buf, size_t len, const char *where, struct
                    VMSTATE_MAGIC);
         return -1;
     }
+    return 0;
+}
+
+/*
+ * Version 3's pack area and map: at their fixed places (vmstate.h), a
+ * cluster of a power of two pages, not many more slots than RAM has pages
+ * (each page is packed at most once per save, but a batch's last cluster
+ * of slots may be part empty), and the map exactly as long as RAM needs.  Whether
+ * each cluster's pages lie inside the area is the map's own check (pack.c).
+ */
+static int check_packs(const struct vmstate_header *h, uint64_t vm_state_size, const char *where,
+                       struct error **errp)
+{
+    uint64_t pages = h->ram_size / VMSTATE_PAGE_SIZE, unit = h->pack_unit;
+    bool unit_ok = unit >= 2 && unit <= 512 && (unit & (unit - 1)) == 0;
+    if (!unit_ok || h->pack_offset != vmstate_pack_offset(h->ram_size) || h->pack_pages % unit ||
+        h->pack_pages > 2 * pages + unit ||
+        h->map_offset != h->pack_offset + h->pack_pages * VMSTATE_PAGE_SIZE ||
+        h->map_size != vmstate_map_size(h->ram_size, h->pack_unit) ||
+        vmstate_desc_offset(h) + h->desc_size > h->pack_offset) {
+        error_setg(errp,
+                   "%s: vmstate pack area (at %llu, %llu pages in clusters of %u) or its map "
+                   "(at %llu, %llu bytes) is invalid",
+                   where, (unsigned long long)h->pack_offset, (unsigned long long)h->pack_pages,
+                   h->pack_unit, (unsigned long long)h->map_offset,
+                   (unsigned long long)h->map_size);
+        return -1;
+    }
+    (void)vm_state_size; /* the truncation check covers the map's end */
     return 0;
 }
 
@@ -137,6 +198,9 @@ static int check_layout(const struct vmstate_header *h, uint64_t vm_state_size, 
         (h->desc_offset != vmstate_desc_offset(h) || h->desc_size > VMSTATE_MAX_DESC_SIZE)) {
         error_setg(errp, "%s: vmstate description section at %llu (+%llu bytes) is invalid", where,
                    (unsigned long long)h->desc_offset, (unsigned long long)h->desc_size);
+        return -1;
+    }
+    if (h->version >= 3 && check_packs(h, vm_state_size, where, errp) < 0) {
         return -1;
     }
     if (h->vcpu_count == 0 || h->vcpu_count > 1024) {
@@ -182,6 +246,14 @@ int vmstate_header_decode(const uint8_t *buf, size_t len, uint64_t vm_state_size
         h->desc_offset = le_get(buf + HDR_DESC_OFFSET, 8);
         h->desc_size = le_get(buf + HDR_DESC_SIZE, 8);
         h->desc_crc = (uint32_t)le_get(buf + HDR_DESC_CRC, 4);
+    }
+    if (version >= 3) {
+        h->pack_offset = le_get(buf + HDR_PACK_OFFSET, 8);
+        h->pack_pages = le_get(buf + HDR_PACK_PAGES, 8);
+        h->pack_unit = (uint32_t)le_get(buf + HDR_PACK_UNIT, 4);
+        h->map_crc = (uint32_t)le_get(buf + HDR_MAP_CRC, 4);
+        h->map_offset = le_get(buf + HDR_MAP_OFFSET, 8);
+        h->map_size = le_get(buf + HDR_MAP_SIZE, 8);
     }
     return check_layout(h, vm_state_size, where, errp);
 }

@@ -14,12 +14,18 @@
  *                           snapshot is -- its node set, parent and the
  *                           VM's shape, as a JSON text (describe.h) -- so
  *                           that an image describes itself
+ *   [pack_offset, ...)      pack area (version 3): the non-zero pages of
+ *                           *packed* clusters, one after another
+ *   [pack end, ...)         pack map (version 3): which clusters are packed
+ *                           and where their pages lie (pack.h)
  *
  * Versions: 1 had no description section (its header CRC sits at byte
- * 88); 2 adds the section's offset, size and CRC-32 (header CRC at 108).
- * Both are read: a version-1 vmstate loads with the node-selection rules
- * of the command that loads it, as it always did.  A newer version is
- * refused with an error that says so.
+ * 88); 2 adds the section's offset, size and CRC-32 (header CRC at 108);
+ * 3 adds the pack area and its map (header CRC at 152).  All are read: a
+ * version-1 vmstate loads with the node-selection rules of the command
+ * that loads it, as it always did.  A save writes version 2 unless it
+ * packed a cluster, so that a snapvm that reads only 2 still loads what it
+ * can.  A newer version is refused with an error that says so.
  *
  * The device section comes after RAM because a live save writes RAM while
  * the guest runs, before the device state exists: RAM's place cannot depend
@@ -46,7 +52,7 @@
 #include "util/error.h"
 
 #define VMSTATE_MAGIC       "SNAPVMST"
-#define VMSTATE_VERSION     2 /* written; 1 and 2 are read */
+#define VMSTATE_VERSION     3 /* the newest written and read; 1 to 3 are read */
 #define VMSTATE_VERSION_MIN 1
 #define VMSTATE_HEADER_SIZE 4096u
 #define VMSTATE_PAGE_SIZE   4096u
@@ -73,6 +79,13 @@ struct vmstate_header {
     uint64_t desc_offset;
     uint64_t desc_size;
     uint32_t desc_crc;
+    /* Version 3: packed RAM (pack.h; map_size 0: nothing packed, version 2). */
+    uint64_t pack_offset; /* vmstate position of pack slot 0 */
+    uint64_t pack_pages;  /* slots in the pack area */
+    uint32_t pack_unit;   /* pages per packed cluster */
+    uint32_t map_crc;
+    uint64_t map_offset;
+    uint64_t map_size;
 };
 
 /* The CRC-32 used for the device section (zlib's). */
@@ -82,10 +95,19 @@ uint32_t vmstate_crc32(const void *data, size_t len);
 uint64_t vmstate_devices_offset(uint64_t ram_size);
 /* Where the description section goes: right after the device section. */
 uint64_t vmstate_desc_offset(const struct vmstate_header *h);
+/*
+ * Where the pack area starts (version 3): past the largest device and
+ * description sections there can be, so that a save can pack pages while
+ * the guest runs, long before it knows the size of either.
+ */
+uint64_t vmstate_pack_offset(uint64_t ram_size);
+/* Bytes of the pack map for ram_size bytes of RAM in clusters of `unit` pages. */
+uint64_t vmstate_map_size(uint64_t ram_size, uint32_t unit);
 /* Total vmstate size (what the snapshot records as vm_state_size). */
 uint64_t vmstate_total_size(const struct vmstate_header *h);
 
-/* Fill `out` (VMSTATE_HEADER_SIZE bytes) with the encoded header (always VMSTATE_VERSION). */
+/* Fill `out` (VMSTATE_HEADER_SIZE bytes) with the encoded header: version 3 if it has a
+ * pack map, else 2. */
 void vmstate_header_encode(const struct vmstate_header *h, uint8_t *out);
 /*
  * Decode and validate a header read from the start of a vmstate.  `where`

@@ -203,7 +203,7 @@ def vmstate_patch(fn, header_fn=None):
             im.vmstate_write(sn, f["dev_offset"], body + b"\0" * max(0, old_end - f["dev_offset"]
                                                                      - len(body)))
             im.vmstate_write(sn, 0, vm_header_seal(bytes(hdr), dev, desc))
-            size = f["dev_offset"] + len(body)
+            size = max(f["dev_offset"] + len(body), f["map_end"])
             sn.extra[0:8] = struct.pack(">Q", size)
             sn.vm_state_size32 = size if size < (1 << 32) else 0
             im.write(sn.offset, sn.encode())
@@ -274,12 +274,29 @@ def vm_header_u32(off, value):
 
 
 def vmstate_ram_extent_far(d):
-    """The snapshot's first RAM cluster points 1 TiB into the file."""
+    """The snapshot's first RAM cluster stored in place (allocated, not
+    packed: a packed cluster's place is never read) points 1 TiB into the
+    file."""
     with d0(d) as im:
         sn = im.snapshot("s")
-        voff = im.vmstate_base(sn.disk_size) + (2 << 20)
-        at, _ = im.map(voff, sn.l1_table_offset, sn.l1_size)
-        im.put_u64(at, 1 << 40)
+        hdr = im.vmstate_read(sn, 0, 4096)
+        f = vm_header_fields(hdr)
+        index = ()
+        if f["version"] >= 3:
+            map_offset, map_size = struct.unpack("<QQ", hdr[136:152])
+            unit = struct.unpack("<I", hdr[128:132])[0]
+            n = -(-f["ram_size"] // 4096 // unit)
+            index = struct.unpack(f"<{n}I", im.vmstate_read(sn, map_offset, 4 * n))
+        base = im.vmstate_base(sn.disk_size) + (2 << 20)
+        for c in range(f["ram_size"] // im.cluster_size):
+            if c < len(index) and index[c]:
+                continue
+            voff = base + c * im.cluster_size
+            at, entry = im.map(voff, sn.l1_table_offset, sn.l1_size)
+            if entry:
+                im.put_u64(at, 1 << 40)
+                return
+        raise AssertionError("no RAM cluster stored in place")
 
 
 def vmstate_from_qemu(d):

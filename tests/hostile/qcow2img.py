@@ -243,6 +243,8 @@ class Image:
 # ---- snapvm's vmstate (src/snapshot/vmstate.h), little-endian ----
 # Version 1: header CRC at 88.  Version 2: a description section follows the
 # device section (offset 88, size 96, CRC 104 in the header), header CRC at 108.
+# Version 3: the pack area and map (fields at 112-152; map offset 136, size
+# 144), header CRC at 152.
 
 VM_HDR_DEV_SIZE, VM_HDR_DEV_CRC = 56, 64
 VM_HDR_DESC_OFFSET, VM_HDR_DESC_SIZE, VM_HDR_DESC_CRC = 88, 96, 104
@@ -262,11 +264,14 @@ def vm_header_fields(hdr):
     if version >= 2:
         f["desc_offset"] = struct.unpack("<Q", hdr[88:96])[0]
         f["desc_size"] = struct.unpack("<Q", hdr[96:104])[0]
+    f["map_end"] = 0
+    if version >= 3:  # the pack area and its map, at fixed places past the sections
+        f["map_end"] = sum(struct.unpack("<QQ", hdr[136:152]))
     return f
 
 
 def vm_header_crc_offset(version):
-    return 88 if version == 1 else 108
+    return 88 if version == 1 else 108 if version == 2 else 152
 
 
 def vm_header_seal(hdr, devices, desc=b""):

@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include "snapshot/describe.h"
+#include "snapshot/pack.h"
 #include "snapshot/vmstate.h"
 
 static struct vmstate_header sample_header(void)
@@ -171,7 +172,7 @@ static void test_v2_description_section(void **state)
     assert_int_equal(vmstate_total_size(&h), h.desc_offset + 700);
     uint8_t buf[VMSTATE_HEADER_SIZE];
     vmstate_header_encode(&h, buf);
-    assert_int_equal(buf[8], VMSTATE_VERSION);
+    assert_int_equal(buf[8], 2); /* nothing packed: version 2, which older snapvms read */
     struct vmstate_header out;
     assert_int_equal(
             vmstate_header_decode(buf, sizeof(buf), vmstate_total_size(&h), &out, "x", NULL), 0);
@@ -227,8 +228,136 @@ static void test_v1_header_still_read(void **state)
     expect_decode_error(buf, sizeof(buf), vmstate_total_size(&h), "checksum mismatch");
     /* A version from a newer snapvm is refused, saying so. */
     vmstate_header_encode(&h, buf);
-    put32(buf + 8, 3);
+    put32(buf + 8, VMSTATE_VERSION + 1);
     expect_decode_error(buf, sizeof(buf), vmstate_total_size(&h), "newer snapvm");
+}
+
+/* Version 3: the pack area and its map at their fixed places, under the header CRC (at 152). */
+static void test_v3_pack_map(void **state)
+{
+    (void)state;
+    struct vmstate_header h = sample_header();
+    h.desc_offset = vmstate_desc_offset(&h);
+    h.desc_size = 700;
+    h.pack_offset = vmstate_pack_offset(h.ram_size);
+    h.pack_unit = 16;
+    h.pack_pages = 4096;
+    h.map_offset = h.pack_offset + h.pack_pages * VMSTATE_PAGE_SIZE;
+    h.map_size = vmstate_map_size(h.ram_size, 16);
+    h.map_crc = 0xcafef00d;
+    assert_true(h.pack_offset >=
+                h.devices_offset + VMSTATE_MAX_DEVICES_SIZE + VMSTATE_MAX_DESC_SIZE);
+    assert_int_equal(h.pack_offset % VMSTATE_RAM_ALIGN, 0);
+    /* 128 MiB: 2048 clusters of 16 pages (4 bytes each), 32768 page bits. */
+    assert_int_equal(h.map_size, 2048 * 4 + 32768 / 8);
+    assert_int_equal(vmstate_total_size(&h), h.map_offset + h.map_size);
+    uint8_t buf[VMSTATE_HEADER_SIZE];
+    vmstate_header_encode(&h, buf);
+    assert_int_equal(buf[8], 3);
+    struct vmstate_header out;
+    assert_int_equal(
+            vmstate_header_decode(buf, sizeof(buf), vmstate_total_size(&h), &out, "x", NULL), 0);
+    assert_int_equal(out.version, 3);
+    assert_int_equal(out.pack_offset, h.pack_offset);
+    assert_int_equal(out.pack_pages, 4096);
+    assert_int_equal(out.pack_unit, 16);
+    assert_int_equal(out.map_crc, 0xcafef00d);
+    assert_int_equal(out.map_size, h.map_size);
+    expect_decode_error(buf, sizeof(buf), vmstate_total_size(&h) - 1, "truncated");
+    /* Each field out of place is refused, naming the pack area. */
+    struct vmstate_header bad = h;
+    bad.pack_unit = 12;
+    vmstate_header_encode(&bad, buf);
+    expect_decode_error(buf, sizeof(buf), vmstate_total_size(&bad), "pack area");
+    bad = h;
+    bad.pack_offset += VMSTATE_RAM_ALIGN;
+    bad.map_offset += VMSTATE_RAM_ALIGN;
+    vmstate_header_encode(&bad, buf);
+    expect_decode_error(buf, sizeof(buf), vmstate_total_size(&bad), "pack area");
+    bad = h;
+    bad.pack_pages = 4095;
+    bad.map_offset -= VMSTATE_PAGE_SIZE;
+    vmstate_header_encode(&bad, buf);
+    expect_decode_error(buf, sizeof(buf), vmstate_total_size(&bad), "pack area");
+    bad = h;
+    bad.map_offset += VMSTATE_PAGE_SIZE;
+    vmstate_header_encode(&bad, buf);
+    expect_decode_error(buf, sizeof(buf), vmstate_total_size(&bad), "pack area");
+    bad = h;
+    bad.map_size -= 8;
+    vmstate_header_encode(&bad, buf);
+    expect_decode_error(buf, sizeof(buf), vmstate_total_size(&bad), "pack area");
+    bad = h;
+    bad.pack_pages = 2 * 32768 + 32; /* more slots than a save can fill */
+    bad.map_offset = bad.pack_offset + bad.pack_pages * VMSTATE_PAGE_SIZE;
+    vmstate_header_encode(&bad, buf);
+    expect_decode_error(buf, sizeof(buf), vmstate_total_size(&bad), "pack area");
+    /* A flipped bit in the pack fields is caught by the header CRC. */
+    vmstate_header_encode(&h, buf);
+    buf[121] ^= 1;
+    expect_decode_error(buf, sizeof(buf), vmstate_total_size(&h), "checksum mismatch");
+}
+
+/* A map built as a save builds it, through its encoding and back; then each kind of damage. */
+static void test_pack_map_roundtrip(void **state)
+{
+    (void)state;
+    uint64_t ram_size = 1 << 20; /* 256 pages, 16 clusters of 16 */
+    struct ram_packs *p = ram_packs_new(ram_size, 16);
+    /* Cluster 3: pages 48, 50 and 63 in slots 0-2; cluster 9: page 150 in slot 16. */
+    p->index[3] = 1;
+    p->present[0] = 1ull << 48 | 1ull << 50 | 1ull << 63;
+    p->index[9] = 17;
+    p->present[2] = 1ull << (150 - 128);
+    p->packed = 2;
+    p->slots = 32;
+    uint64_t len;
+    uint8_t *map = ram_packs_encode(p, &len);
+    struct vmstate_header h = sample_header();
+    h.ram_size = ram_size;
+    h.devices_offset = vmstate_devices_offset(ram_size);
+    ram_packs_header(p, ram_size, &h, map);
+    assert_int_equal(len, h.map_size);
+    assert_int_equal(h.map_offset, h.pack_offset + 32 * VMSTATE_PAGE_SIZE);
+    struct ram_packs *q = NULL;
+    assert_int_equal(ram_packs_decode(map, &h, "x", &q, NULL), 0);
+    uint64_t slot;
+    assert_int_equal(q->packed, 2);
+    assert_true(ram_packs_cluster(q, 3, &slot) && slot == 0);
+    assert_true(ram_packs_cluster(q, 9, &slot) && slot == 16);
+    assert_false(ram_packs_cluster(q, 4, &slot));
+    assert_memory_equal(q->present, p->present, 4 * sizeof(uint64_t));
+    /* Unpacking a cluster drops its pages' slots. */
+    ram_packs_unpack(q, 3);
+    assert_false(ram_packs_cluster(q, 3, &slot));
+    assert_int_equal(q->present[0], 0);
+    assert_int_equal(q->packed, 1);
+    ram_packs_free(q);
+
+    struct error *err = NULL;
+    map[0] ^= 1; /* under the CRC */
+    assert_int_equal(ram_packs_decode(map, &h, "x", &q, &err), -1);
+    assert_non_null(strstr(err->message, "checksum mismatch"));
+    error_free(err);
+    err = NULL;
+    map[0] ^= 1;
+    /* Cluster 9's one page at slot 32: past the 32 slots. */
+    map[9 * 4] = 33;
+    h.map_crc = vmstate_crc32(map, len);
+    assert_int_equal(ram_packs_decode(map, &h, "x", &q, &err), -1);
+    assert_non_null(strstr(err->message, "cluster 9 (guest RAM 0x90000) at slots 32+1, past"));
+    error_free(err);
+    err = NULL;
+    map[9 * 4] = 17;
+    /* A page bit in cluster 5, which is not packed. */
+    map[16 * 4 + 10] |= 1; /* page 80 */
+    h.map_crc = vmstate_crc32(map, len);
+    assert_int_equal(ram_packs_decode(map, &h, "x", &q, &err), -1);
+    assert_non_null(strstr(err->message, "cluster 5 (guest RAM 0x50000)"));
+    assert_non_null(strstr(err->message, "not packed"));
+    error_free(err);
+    free(map);
+    ram_packs_free(p);
 }
 
 #define GOOD_UUID "0123456789abcdef0123456789abcdef"
@@ -309,6 +438,8 @@ int main(void)
             cmocka_unit_test(test_records_reject_malformed),
             cmocka_unit_test(test_v2_description_section),
             cmocka_unit_test(test_v1_header_still_read),
+            cmocka_unit_test(test_v3_pack_map),
+            cmocka_unit_test(test_pack_map_roundtrip),
             cmocka_unit_test(test_description_parse),
             cmocka_unit_test(test_description_rejects_malformed),
     };

@@ -1,0 +1,229 @@
+"""Packed RAM clusters (vmstate format 3, src/snapshot/pack.h), on the real
+KVM guest: a cluster of guest RAM holding zero and non-zero pages is stored
+as its non-zero pages one after another in the pack area, its place in the
+RAM section a hole.
+
+The format is checked from outside snapvm: RAM is rebuilt from the image
+file with tests/hostile/qcow2img.py and the layout of docs/snapshots.md,
+and compared with what the guest had.  Loads, reverts in place and
+incremental saves over packed clusters must give back the snapshot's RAM
+exactly, and a corrupt pack map is refused with the running guest kept.
+"""
+import os
+import re
+import struct
+import sys
+import zlib
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "hostile"))
+from qcow2img import Image  # noqa: E402
+from qmp import QMPError  # noqa: E402
+from snapshot_vm import Disk, Guest, qemu_img_check  # noqa: E402
+from test_snapshot_incr import allocated, interleaved_ram, load_into_file  # noqa: E402
+
+pytestmark = pytest.mark.kvm
+
+MiB = 1 << 20
+PAGE = 4096
+DEBUG = {**os.environ, "SNAPVM_DEBUG": "1"}
+
+
+def header(im, tag):
+    """The vmstate header of snapshot `tag`, as docs/snapshots.md lays it out."""
+    sn = im.snapshot(tag)
+    h = im.vmstate_read(sn, 0, 4096)
+    f = {"version": struct.unpack_from("<I", h, 8)[0],
+         "ram_size": struct.unpack_from("<Q", h, 24)[0],
+         "ram_offset": struct.unpack_from("<Q", h, 72)[0]}
+    if f["version"] >= 3:
+        (f["pack_offset"], f["pack_pages"], f["pack_unit"], f["map_crc"], f["map_offset"],
+         f["map_size"]) = struct.unpack_from("<QQIIQQ", h, 112)
+        assert struct.unpack_from("<I", h, 152)[0] == zlib.crc32(h[:152])
+    return sn, f
+
+
+def pack_map(im, sn, f):
+    """(index per cluster, bytes of the page bitmap) of a version-3 vmstate."""
+    raw = im.vmstate_read(sn, f["map_offset"], f["map_size"])
+    assert zlib.crc32(raw) == f["map_crc"]
+    pages = f["ram_size"] // PAGE
+    nclusters = -(-pages // f["pack_unit"])
+    index = struct.unpack_from(f"<{nclusters}I", raw, 0)
+    return index, raw[4 * nclusters:]
+
+
+def present(bitmap, page):
+    return bitmap[page // 8] >> (page % 8) & 1
+
+
+def rebuild_ram(path, tag):
+    """Guest RAM of snapshot `tag`, read from the image by the format alone."""
+    with Image(path) as im:
+        sn, f = header(im, tag)
+        ram = bytearray(im.vmstate_read(sn, f["ram_offset"], f["ram_size"]))
+        if f["version"] < 3:
+            return bytes(ram), 0
+        index, bitmap = pack_map(im, sn, f)
+        unit = f["pack_unit"]
+        for c, first in enumerate(index):
+            if not first:
+                continue
+            slot = first - 1
+            for p in range(c * unit, min((c + 1) * unit, f["ram_size"] // PAGE)):
+                if present(bitmap, p):
+                    ram[p * PAGE:(p + 1) * PAGE] = im.vmstate_read(
+                        sn, f["pack_offset"] + slot * PAGE, PAGE)
+                    slot += 1
+                else:
+                    assert ram[p * PAGE:(p + 1) * PAGE] == bytes(PAGE)
+        return bytes(ram), sum(1 for i in index if i)
+
+
+def test_interleaved_ram_is_packed_as_the_format_says(tmp_path):
+    """Zero pages interleaved at 4 KiB: every cluster is packed, the image
+    grows by the data alone, and the RAM rebuilt from the image file by the
+    documented format is the guest's, as is what a load gives back."""
+    size = 64
+    ram = tmp_path / "vm.ram"
+    interleaved_ram(ram, size * MiB)
+    disk = Disk("disk0", "qcow2", "64M")
+    g = Guest(tmp_path, disks=[disk], mem=str(size), extra=["-mem-path", str(ram)]).start()
+    try:
+        img = disk.path(tmp_path)
+        g.qmp.cmd("stop")
+        before = allocated(img)
+        reply = g.qmp.cmd("savevm", tag="a")
+        with open(ram, "rb") as f:
+            saved = f.read()
+    finally:
+        g.stop()
+    growth = allocated(img) - before
+    data = sum(PAGE for i in range(0, len(saved), PAGE) if saved[i:i + PAGE] != bytes(PAGE))
+    assert growth <= data + 2 * MiB, (growth, data)
+    assert reply["bytes-written"] < data + MiB, reply
+    assert qemu_img_check(img) == (0, 0)
+    rebuilt, packed = rebuild_ram(img, "a")
+    assert packed >= size * MiB // (64 << 10) - 8, packed  # the guest's own pages aside
+    assert rebuilt == saved
+    assert load_into_file(tmp_path, disk, "a", size, "load") == saved
+
+
+def packed_clusters(g):
+    return [int(n) for n in re.findall(r"(\d+) clusters packed", g.guest.stderr())]
+
+
+def test_loads_reverts_and_incremental_saves_over_packed_clusters(tmp_path):
+    """Private guest RAM with scattered zero pages beside dense data: every
+    way back to a snapshot with packed clusters -- a full load, a revert in
+    place, an incremental save, a load in a fresh process -- gives back its
+    RAM exactly (the guest's own checksum), and the image stays clean."""
+    disk = Disk("disk0", "qcow2", "64M")
+    with Guest(tmp_path, disks=[disk], mem="64", env=DEBUG) as g:
+        assert g.guest.cmd("fill 1 24") == "ok"
+        assert g.guest.cmd("sparse 2 8") == "ok"  # the first 8 MiB: half its pages zero
+        sum_a = g.guest.sum()
+        g.qmp.cmd("savevm", tag="a")
+        assert packed_clusters(g)[-1] >= 8 * MiB // (64 << 10) - 2, g.guest.stderr()
+        # Packed clusters become dense, dense ones sparse, some go zero: revert in place.
+        assert g.guest.cmd("fill 3 4") == "ok"
+        assert g.guest.cmd("sparse 4 12") == "ok"
+        assert g.guest.cmd("zero 1") == "ok"
+        g.qmp.cmd("loadvm", tag="a")
+        assert "revert in place" in g.guest.stderr()
+        g.resync()
+        assert g.guest.sum() == sum_a
+        # An incremental save from a: only the changed clusters are written.
+        assert g.guest.cmd("fill 5 1") == "ok"
+        reply = g.qmp.cmd("savevm", tag="b")
+        assert reply["bytes-written"] < 4 * MiB, reply
+        sum_b = g.guest.sum()
+        g.qmp.cmd("loadvm", tag="a")
+        g.resync()
+        assert g.guest.sum() == sum_a
+        g.qmp.cmd("loadvm", tag="b")
+        g.resync()
+        assert g.guest.sum() == sum_b
+        g.qmp.cmd("delvm", tag="a")
+        g.qmp.cmd("loadvm", tag="b")
+        g.resync()
+        assert g.guest.sum() == sum_b
+    img = disk.path(tmp_path)
+    assert qemu_img_check(img) == (0, 0)
+    with Image(img) as im:
+        assert header(im, "b")[1]["version"] == 3  # b shares a's pack area
+    with Guest(tmp_path, disks=[disk], mem="64") as g:
+        g.qmp.cmd("loadvm", tag="b")
+        g.resync()
+        assert g.guest.sum() == sum_b
+
+
+def save_packed(tmp_path, disk):
+    with Guest(tmp_path, disks=[disk], mem="64") as g:
+        assert g.guest.cmd("sparse 7 8") == "ok"
+        g.qmp.cmd("savevm", tag="a")
+
+
+def patch_map(path, fn):
+    """fn(index list, bitmap bytearray) rewrites the map; its CRC and the
+    header's are made right again unless fn returns False."""
+    with Image(path) as im:
+        sn, f = header(im, "a")
+        index, bitmap = pack_map(im, sn, f)
+        index, bitmap = list(index), bytearray(bitmap)
+        seal = fn(index, bitmap)
+        raw = struct.pack(f"<{len(index)}I", *index) + bytes(bitmap)
+        im.vmstate_write(sn, f["map_offset"], raw)
+        if seal is not False:
+            h = bytearray(im.vmstate_read(sn, 0, 4096))
+            struct.pack_into("<I", h, 132, zlib.crc32(raw))
+            struct.pack_into("<I", h, 152, zlib.crc32(bytes(h[:152])))
+            im.vmstate_write(sn, 0, bytes(h))
+
+
+def first_packed(index):
+    return next(c for c, v in enumerate(index) if v)
+
+
+def first_unpacked(index):
+    return next(c for c, v in enumerate(index) if not v)
+
+
+def flip_bit(index, bitmap):
+    bitmap[0] ^= 1
+    return False
+
+
+def slot_past_the_area(index, bitmap):
+    index[first_packed(index)] = 0xfffffff0
+
+
+def page_of_unpacked_cluster(index, bitmap):
+    c = first_unpacked(index)
+    page = c * 16
+    bitmap[page // 8] |= 1 << (page % 8)
+
+
+@pytest.mark.parametrize("corruption,error", [
+    (flip_bit, r"pack map checksum mismatch"),
+    (slot_past_the_area, r"cluster \d+ \(guest RAM 0x[0-9a-f]+\) at slots .* past the pack area"),
+    (page_of_unpacked_cluster, r"cluster \d+ .* not packed"),
+])
+def test_a_corrupt_pack_map_is_refused_and_the_guest_keeps_running(tmp_path, corruption, error):
+    disk = Disk("disk0", "qcow2", "64M")
+    save_packed(tmp_path, disk)
+    img = disk.path(tmp_path)
+    patch_map(img, corruption)
+    with Guest(tmp_path, disks=[disk], mem="64") as g:
+        assert g.guest.cmd("fill 9 4") == "ok"
+        before = g.guest.sum()
+        with pytest.raises(QMPError) as e:
+            g.qmp.cmd("loadvm", tag="a")
+        assert re.search(error, str(e.value)), str(e.value)
+        assert "snapshot 'a' on node 'disk0'" in str(e.value)
+        assert g.qmp.cmd("query-status")["running"] is True
+        assert g.guest.sum() == before
+        entry = next(s for s in g.qmp.cmd("query-snapshots") if s["tag"] == "a")
+        assert entry["loadable"] is False and re.search(error, entry["reason"]), entry
