@@ -11,12 +11,11 @@
  *
  * So a save *packs* such a cluster: its non-zero pages go one after another
  * into the pack area (each a *slot*), which is written as one dense stream,
- * and its place in the RAM section stays a hole.  The pack map says, per
- * cluster, where its first slot is (0: not packed), and, per page, whether
- * it has a slot: a packed cluster's pages with a bit set take its slots in
- * page order; the others are zero.  A cluster full of data, or all zero,
- * is stored in place as before, so that a load still maps it straight
- * from the image.  A packed cluster cannot be mapped: a load reads it.
+ * and its place in the RAM section stays a hole.  The pack map has an entry
+ * per packed cluster: where its first slot is, and a bit per page: its
+ * pages with a bit set take its slots in page order; the others are zero.  A cluster full of data,
+ * or all zero, is stored in place as before, so that a load still maps it straight from the image.
+ * A packed cluster cannot be mapped: a load reads it.
  *
  * Only the first pass of a full save packs.  Every later write of a
  * cluster -- a live save's rewrite of a dirtied cluster, an incremental
@@ -29,7 +28,8 @@
  *
  * The map is written with the header, under the save's pause, and carries
  * a CRC-32 in the header; a load reads and checks all of it (a slot past
- * the area, a page bit outside a packed cluster) before anything changes.
+ * the area, a cluster named twice or past RAM) before anything changes.
+ * In memory it is a table over all clusters and a page bitmap.
  */
 #ifndef SNAPVM_SNAPSHOT_PACK_H
 #define SNAPVM_SNAPSHOT_PACK_H
@@ -72,11 +72,11 @@ static inline bool ram_packs_cluster(const struct ram_packs *p, uint64_t c, uint
 /* Cluster c is stored in place from now on (its slots are dead). */
 void ram_packs_unpack(struct ram_packs *p, uint64_t c);
 
-/* The header fields of a vmstate with this map (version 3), and the map's bytes. */
-void ram_packs_header(const struct ram_packs *p, uint64_t ram_size, struct vmstate_header *h,
-                      const uint8_t *map);
-/* The map section (vmstate_map_size() bytes, malloc'd). */
+/* The map section (*len bytes, malloc'd: an entry per packed cluster, pack.c). */
 uint8_t *ram_packs_encode(const struct ram_packs *p, uint64_t *len);
+/* The header fields of a vmstate with this pack area and map (version 3). */
+void ram_packs_header(const struct ram_packs *p, struct vmstate_header *h, const uint8_t *map,
+                      uint64_t len);
 
 /*
  * The map of snapshot `tag` on `node`, read and checked (header version 3);

@@ -18,6 +18,7 @@
 #include "block/block.h"
 #include "snapshot/pack.h"
 #include "snapshot/vmstate.h"
+#include "util/bitmap.h"
 
 #define PAGE         VMSTATE_PAGE_SIZE
 #define RAM_IO_CHUNK (32u << 20) /* RAM per block-layer batch: the node lock's longest hold */
@@ -36,26 +37,6 @@ bool page_is_zero(const void *p)
         }
     }
     return true;
-}
-
-/*
- * Bits set in map[from, to), a word at a time (stop_at_one: 1 as soon as
- * one is found).  The final pass runs these over every cluster of RAM with
- * the guest paused: bit by bit that was milliseconds at 4 GiB.
- */
-static uint64_t bits_set(const uint64_t *map, uint64_t from, uint64_t to, bool stop_at_one)
-{
-    uint64_t n = 0;
-    while (from < to) {
-        uint64_t b = from % 64, len = 64 - b < to - from ? 64 - b : to - from;
-        uint64_t mask = (len == 64 ? ~0ull : (1ull << len) - 1) << b;
-        n += (uint64_t)__builtin_popcountll(map[from / 64] & mask);
-        if (n && stop_at_one) {
-            return 1;
-        }
-        from += len;
-    }
-    return n;
 }
 
 int ram_saver_init(struct ram_saver *s, struct block_node *node, uint64_t ram_offset,
@@ -108,17 +89,6 @@ int ram_saver_find_holes(struct ram_saver *s, int ram_file, bool anonymous, stru
     return 0;
 }
 
-/* Bits [a, b) of map set to v. */
-static void set_bits(uint64_t *map, uint64_t a, uint64_t b, bool v)
-{
-    while (a < b) {
-        uint64_t n = 64 - a % 64 < b - a ? 64 - a % 64 : b - a;
-        uint64_t mask = (n == 64 ? ~0ull : (1ull << n) - 1) << (a % 64);
-        map[a / 64] = v ? map[a / 64] | mask : map[a / 64] & ~mask;
-        a += n;
-    }
-}
-
 /*
  * Which pages [first, first + count) of the RAM file are holes (SEEK_DATA/
  * SEEK_HOLE; a file system without them reports all data).  A failed look
@@ -137,7 +107,7 @@ static void file_holes(struct ram_saver *s, uint64_t first, uint64_t count)
         /* Only whole pages: a hole's edges need not be page-aligned. */
         uint64_t a = (off + PAGE - 1) / PAGE, b = hole_end / PAGE;
         if (a < b) {
-            set_bits(s->zero, a, b, true);
+            bitmap_assign(s->zero, a, b, true);
         }
         if (hole_end >= end) {
             return;
@@ -186,15 +156,15 @@ static void untouched_pages(struct ram_saver *s, uint64_t first, uint64_t count)
  */
 static void find_zero_pages(struct ram_saver *s, uint64_t first, uint64_t count)
 {
-    set_bits(s->zero, first, first + count, false);
+    bitmap_assign(s->zero, first, first + count, false);
     if (s->holes == RAM_HOLES_FILE) {
         file_holes(s, first, count);
     } else if (s->holes == RAM_HOLES_PAGEMAP) {
         untouched_pages(s, first, count);
     }
-    s->pages_known_zero += bits_set(s->zero, first, first + count, false);
+    s->pages_known_zero += bitmap_count(s->zero, first, first + count, false);
     for (uint64_t i = first; i < first + count; i++) {
-        if (!(s->zero[i / 64] >> (i % 64) & 1) && page_is_zero(s->ram + i * PAGE)) {
+        if (!bitmap_test(s->zero, i) && page_is_zero(s->ram + i * PAGE)) {
             s->zero[i / 64] |= 1ull << (i % 64);
         }
     }
@@ -220,7 +190,7 @@ void ram_saver_destroy(struct ram_saver *s)
 /* Stored-map bits set in pages [first, first + count). */
 static uint64_t count_stored(const struct ram_saver *s, uint64_t first, uint64_t count)
 {
-    return bits_set(s->stored, first, first + count, false);
+    return bitmap_count(s->stored, first, first + count, false);
 }
 
 static void report_progress(struct ram_saver *s, uint64_t pages)
@@ -339,19 +309,19 @@ static void pack_chunk(struct ram_chunk *k)
     k->slot_from = p->slots;
     for (uint64_t a = k->first; a < k->first + k->count; a += s->cluster_pages) {
         uint64_t b = a + s->cluster_pages < pages ? a + s->cluster_pages : pages;
-        uint64_t zeros = bits_set(s->zero, a, b, false), c = a / s->cluster_pages;
+        uint64_t zeros = bitmap_count(s->zero, a, b, false), c = a / s->cluster_pages;
         if (zeros == 0 || zeros == b - a || p->index[c]) {
             continue;
         }
         p->index[c] = (uint32_t)(1 + k->slot_from + n);
         p->packed++;
         for (uint64_t i = a; i < b; i++) {
-            if (!(s->zero[i / 64] >> (i % 64) & 1)) {
+            if (!bitmap_test(s->zero, i)) {
                 memcpy(k->bounce + n++ * PAGE, s->ram + i * PAGE, PAGE);
                 p->present[i / 64] |= 1ull << (i % 64);
             }
         }
-        set_bits(s->zero, a, b, true);
+        bitmap_assign(s->zero, a, b, true);
     }
     /* Whole clusters of slots: the last one's tail is zeros, a hole in the file. */
     k->filled = n;
@@ -467,7 +437,7 @@ static bool cluster_marked(const struct ram_saver *s, const uint64_t *dirty, uin
 {
     uint64_t pages = s->ram_size / PAGE, p0 = c * s->cluster_pages;
     uint64_t p1 = p0 + s->cluster_pages < pages ? p0 + s->cluster_pages : pages;
-    return bits_set(dirty, p0, p1, true) != 0;
+    return bitmap_count(dirty, p0, p1, true) != 0;
 }
 
 uint64_t ram_dirty_cluster_pages(const struct ram_saver *s, const uint64_t *dirty)
@@ -492,7 +462,7 @@ int ram_save_dirty(struct ram_saver *s, const uint64_t *dirty, struct error **er
             if (s->packs && s->packs->index[c]) {
                 /* Rewritten in place: its place is a hole, its slots are dead. */
                 s->pages_stored -= count_stored(s, first, count);
-                set_bits(s->stored, first, first + count, false);
+                bitmap_assign(s->stored, first, first + count, false);
                 ram_packs_unpack(s->packs, c);
             }
             if (batch_add(s, first, count, errp) < 0) {

@@ -440,7 +440,11 @@ static int reserve_map(struct save_ctx *ctx, struct error **errp)
     if (!p || !p->slots) {
         return 0;
     }
-    uint64_t len = vmstate_map_size(ctx->ram_size, p->unit);
+    /* As long as the map can get: later writes only unpack clusters. */
+    uint64_t len = p->packed * vmstate_map_entry_size(p->unit);
+    if (!len) {
+        return 0;
+    }
     void *zeros = calloc(1, len);
     if (!zeros) {
         error_setg(errp, "out of memory for the pack map");
@@ -531,7 +535,7 @@ static int write_devices_and_header(struct save_ctx *ctx, struct error **errp)
     uint64_t map_len = 0;
     if (p && p->slots) { /* a pack area (this save's, or the base's): version 3 */
         map = ram_packs_encode(p, &map_len);
-        ram_packs_header(p, ctx->ram_size, h, map);
+        ram_packs_header(p, h, map, map_len);
     }
     if (describe_write(ctx->description, node, h, errp) < 0) {
         free(map);
@@ -541,7 +545,7 @@ static int write_devices_and_header(struct save_ctx *ctx, struct error **errp)
     vmstate_header_encode(h, hdr);
     int rc =
             block_vmstate_write(node, h->devices_offset, ctx->devices.data, ctx->devices.len, errp);
-    if (rc == 0 && map) {
+    if (rc == 0 && map_len) {
         rc = block_vmstate_write(node, h->map_offset, map, map_len, errp);
     }
     if (rc == 0) {

@@ -72,15 +72,14 @@ uint64_t vmstate_pack_offset(uint64_t ram_size)
     return (end + VMSTATE_RAM_ALIGN - 1) / VMSTATE_RAM_ALIGN * VMSTATE_RAM_ALIGN;
 }
 
-uint64_t vmstate_map_size(uint64_t ram_size, uint32_t unit)
+uint64_t vmstate_map_entry_size(uint32_t unit)
 {
-    uint64_t pages = ram_size / VMSTATE_PAGE_SIZE;
-    return (pages + unit - 1) / unit * 4 + (pages + 63) / 64 * 8;
+    return 8 + ((uint64_t)unit + 63) / 64 * 8;
 }
 
 uint64_t vmstate_total_size(const struct vmstate_header *h)
 {
-    if (h->map_size) {
+    if (h->pack_unit) {
         return h->map_offset + h->map_size;
     }
     return h->desc_size ? h->desc_offset + h->desc_size : h->devices_offset + h->devices_size;
@@ -90,7 +89,7 @@ void vmstate_header_encode(const struct vmstate_header *h, uint8_t *out)
 {
     memset(out, 0, VMSTATE_HEADER_SIZE);
     memcpy(out + HDR_MAGIC, VMSTATE_MAGIC, 8);
-    uint32_t version = h->map_size ? 3 : 2;
+    uint32_t version = h->pack_unit ? 3 : 2;
     le_put(out + HDR_VERSION, version, 4);
     le_put(out + HDR_SIZE, VMSTATE_HEADER_SIZE, 4);
     le_put(out + HDR_PAGE_SIZE, h->page_size, 4);
@@ -140,7 +139,8 @@ static int check_magic(const uint8_t *buf, size_t len, const char *where, struct
  * Version 3's pack area and map: at their fixed places (vmstate.h), a
  * cluster of a power of two pages, not many more slots than RAM has pages
  * (each page is packed at most once per save, but a batch's last cluster
- * of slots may be part empty), and the map exactly as long as RAM needs.  Whether
+ * of slots may be part empty), and a map of whole entries, at most one per
+ * cluster.  Whether
  * each cluster's pages lie inside the area is the map's own check (pack.c).
  */
 static int check_packs(const struct vmstate_header *h, uint64_t vm_state_size, const char *where,
@@ -151,7 +151,8 @@ static int check_packs(const struct vmstate_header *h, uint64_t vm_state_size, c
     if (!unit_ok || h->pack_offset != vmstate_pack_offset(h->ram_size) || h->pack_pages % unit ||
         h->pack_pages > 2 * pages + unit ||
         h->map_offset != h->pack_offset + h->pack_pages * VMSTATE_PAGE_SIZE ||
-        h->map_size != vmstate_map_size(h->ram_size, h->pack_unit) ||
+        h->map_size % vmstate_map_entry_size(h->pack_unit) ||
+        h->map_size / vmstate_map_entry_size(h->pack_unit) > (pages + unit - 1) / unit ||
         vmstate_desc_offset(h) + h->desc_size > h->pack_offset) {
         error_setg(errp,
                    "%s: vmstate pack area (at %llu, %llu pages in clusters of %u) or its map "

@@ -16,8 +16,8 @@
  *                           that an image describes itself
  *   [pack_offset, ...)      pack area (version 3): the non-zero pages of
  *                           *packed* clusters, one after another
- *   [pack end, ...)         pack map (version 3): which clusters are packed
- *                           and where their pages lie (pack.h)
+ *   [pack end, ...)         pack map (version 3): an entry per packed
+ *                           cluster, where its pages lie (pack.h)
  *
  * Versions: 1 had no description section (its header CRC sits at byte
  * 88); 2 adds the section's offset, size and CRC-32 (header CRC at 108);
@@ -79,7 +79,7 @@ struct vmstate_header {
     uint64_t desc_offset;
     uint64_t desc_size;
     uint32_t desc_crc;
-    /* Version 3: packed RAM (pack.h; map_size 0: nothing packed, version 2). */
+    /* Version 3: packed RAM (pack.h; pack_unit 0: no pack area, version 2). */
     uint64_t pack_offset; /* vmstate position of pack slot 0 */
     uint64_t pack_pages;  /* slots in the pack area */
     uint32_t pack_unit;   /* pages per packed cluster */
@@ -101,13 +101,13 @@ uint64_t vmstate_desc_offset(const struct vmstate_header *h);
  * the guest runs, long before it knows the size of either.
  */
 uint64_t vmstate_pack_offset(uint64_t ram_size);
-/* Bytes of the pack map for ram_size bytes of RAM in clusters of `unit` pages. */
-uint64_t vmstate_map_size(uint64_t ram_size, uint32_t unit);
+/* Bytes of one pack-map entry (a packed cluster) for clusters of `unit` pages. */
+uint64_t vmstate_map_entry_size(uint32_t unit);
 /* Total vmstate size (what the snapshot records as vm_state_size). */
 uint64_t vmstate_total_size(const struct vmstate_header *h);
 
 /* Fill `out` (VMSTATE_HEADER_SIZE bytes) with the encoded header: version 3 if it has a
- * pack map, else 2. */
+ * pack area, else 2. */
 void vmstate_header_encode(const struct vmstate_header *h, uint8_t *out);
 /*
  * Decode and validate a header read from the start of a vmstate.  `where`

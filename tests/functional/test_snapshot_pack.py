@@ -45,18 +45,29 @@ def header(im, tag):
     return sn, f
 
 
+def entry_size(unit):
+    return 8 + -(-unit // 64) * 8
+
+
 def pack_map(im, sn, f):
-    """(index per cluster, bytes of the page bitmap) of a version-3 vmstate."""
+    """{cluster: (first slot, [page bits of the cluster])} of a version-3 vmstate."""
     raw = im.vmstate_read(sn, f["map_offset"], f["map_size"])
     assert zlib.crc32(raw) == f["map_crc"]
-    pages = f["ram_size"] // PAGE
-    nclusters = -(-pages // f["pack_unit"])
-    index = struct.unpack_from(f"<{nclusters}I", raw, 0)
-    return index, raw[4 * nclusters:]
+    unit, esz = f["pack_unit"], entry_size(f["pack_unit"])
+    entries = {}
+    for at in range(0, len(raw), esz):
+        c, slot = struct.unpack_from("<II", raw, at)
+        bits = int.from_bytes(raw[at + 8:at + esz], "little")
+        entries[c] = (slot, [bits >> i & 1 for i in range(unit)])
+    return entries
 
 
-def present(bitmap, page):
-    return bitmap[page // 8] >> (page % 8) & 1
+def encode_map(entries, unit):
+    out = b""
+    for c, (slot, bits) in entries.items():
+        word = sum(b << i for i, b in enumerate(bits))
+        out += struct.pack("<II", c, slot) + word.to_bytes(entry_size(unit) - 8, "little")
+    return out
 
 
 def rebuild_ram(path, tag):
@@ -66,20 +77,20 @@ def rebuild_ram(path, tag):
         ram = bytearray(im.vmstate_read(sn, f["ram_offset"], f["ram_size"]))
         if f["version"] < 3:
             return bytes(ram), 0
-        index, bitmap = pack_map(im, sn, f)
+        entries = pack_map(im, sn, f)
         unit = f["pack_unit"]
-        for c, first in enumerate(index):
-            if not first:
-                continue
-            slot = first - 1
-            for p in range(c * unit, min((c + 1) * unit, f["ram_size"] // PAGE)):
-                if present(bitmap, p):
+        for c, (slot, bits) in entries.items():
+            for i, has in enumerate(bits):
+                p = c * unit + i
+                if p >= f["ram_size"] // PAGE:
+                    assert not has
+                elif has:
                     ram[p * PAGE:(p + 1) * PAGE] = im.vmstate_read(
                         sn, f["pack_offset"] + slot * PAGE, PAGE)
                     slot += 1
                 else:
                     assert ram[p * PAGE:(p + 1) * PAGE] == bytes(PAGE)
-        return bytes(ram), sum(1 for i in index if i)
+        return bytes(ram), len(entries)
 
 
 def test_interleaved_ram_is_packed_as_the_format_says(tmp_path):
@@ -167,49 +178,46 @@ def save_packed(tmp_path, disk):
 
 
 def patch_map(path, fn):
-    """fn(index list, bitmap bytearray) rewrites the map; its CRC and the
-    header's are made right again unless fn returns False."""
+    """fn(entries) rewrites the map ({cluster: (slot, bits)}, or raw bytes
+    for a damage the dict cannot hold); its CRC and the header's are made
+    right again unless fn returns False."""
     with Image(path) as im:
         sn, f = header(im, "a")
-        index, bitmap = pack_map(im, sn, f)
-        index, bitmap = list(index), bytearray(bitmap)
-        seal = fn(index, bitmap)
-        raw = struct.pack(f"<{len(index)}I", *index) + bytes(bitmap)
+        entries = pack_map(im, sn, f)
+        out = fn(entries)
+        raw = out if isinstance(out, bytes) else encode_map(entries, f["pack_unit"])
+        assert len(raw) == f["map_size"]
         im.vmstate_write(sn, f["map_offset"], raw)
-        if seal is not False:
+        if out is not False:
             h = bytearray(im.vmstate_read(sn, 0, 4096))
             struct.pack_into("<I", h, 132, zlib.crc32(raw))
             struct.pack_into("<I", h, 152, zlib.crc32(bytes(h[:152])))
             im.vmstate_write(sn, 0, bytes(h))
+        else:
+            raw = bytearray(raw)
+            raw[0] ^= 1
+            im.vmstate_write(sn, f["map_offset"], bytes(raw))
 
 
-def first_packed(index):
-    return next(c for c, v in enumerate(index) if v)
-
-
-def first_unpacked(index):
-    return next(c for c, v in enumerate(index) if not v)
-
-
-def flip_bit(index, bitmap):
-    bitmap[0] ^= 1
+def flip_bit(entries):
     return False
 
 
-def slot_past_the_area(index, bitmap):
-    index[first_packed(index)] = 0xfffffff0
+def slot_past_the_area(entries):
+    c = next(iter(entries))
+    entries[c] = (0xfffff000, entries[c][1])
 
 
-def page_of_unpacked_cluster(index, bitmap):
-    c = first_unpacked(index)
-    page = c * 16
-    bitmap[page // 8] |= 1 << (page % 8)
+def cluster_twice(entries):
+    first, second = list(entries)[:2]
+    return encode_map({first: entries[first]}, 16) + encode_map({first: entries[second]}, 16) + \
+        encode_map({c: v for c, v in entries.items() if c not in (first, second)}, 16)
 
 
 @pytest.mark.parametrize("corruption,error", [
     (flip_bit, r"pack map checksum mismatch"),
     (slot_past_the_area, r"cluster \d+ \(guest RAM 0x[0-9a-f]+\) at slots .* past the pack area"),
-    (page_of_unpacked_cluster, r"cluster \d+ .* not packed"),
+    (cluster_twice, r"entry 1 names cluster \d+, out of order"),
 ])
 def test_a_corrupt_pack_map_is_refused_and_the_guest_keeps_running(tmp_path, corruption, error):
     disk = Disk("disk0", "qcow2", "64M")

@@ -281,15 +281,16 @@ def vmstate_ram_extent_far(d):
         sn = im.snapshot("s")
         hdr = im.vmstate_read(sn, 0, 4096)
         f = vm_header_fields(hdr)
-        index = ()
-        if f["version"] >= 3:
+        packed = set()
+        if f["version"] >= 3:  # the map: an entry (u32 cluster first) per packed cluster
             map_offset, map_size = struct.unpack("<QQ", hdr[136:152])
             unit = struct.unpack("<I", hdr[128:132])[0]
-            n = -(-f["ram_size"] // 4096 // unit)
-            index = struct.unpack(f"<{n}I", im.vmstate_read(sn, map_offset, 4 * n))
+            esz = 8 + -(-unit // 64) * 8
+            raw = im.vmstate_read(sn, map_offset, map_size)
+            packed = {struct.unpack_from("<I", raw, at)[0] for at in range(0, map_size, esz)}
         base = im.vmstate_base(sn.disk_size) + (2 << 20)
         for c in range(f["ram_size"] // im.cluster_size):
-            if c < len(index) and index[c]:
+            if c in packed:
                 continue
             voff = base + c * im.cluster_size
             at, entry = im.map(voff, sn.l1_table_offset, sn.l1_size)

@@ -243,13 +243,14 @@ static void test_v3_pack_map(void **state)
     h.pack_unit = 16;
     h.pack_pages = 4096;
     h.map_offset = h.pack_offset + h.pack_pages * VMSTATE_PAGE_SIZE;
-    h.map_size = vmstate_map_size(h.ram_size, 16);
+    h.map_size = 300 * vmstate_map_entry_size(16); /* 300 packed clusters */
     h.map_crc = 0xcafef00d;
     assert_true(h.pack_offset >=
                 h.devices_offset + VMSTATE_MAX_DEVICES_SIZE + VMSTATE_MAX_DESC_SIZE);
     assert_int_equal(h.pack_offset % VMSTATE_RAM_ALIGN, 0);
-    /* 128 MiB: 2048 clusters of 16 pages (4 bytes each), 32768 page bits. */
-    assert_int_equal(h.map_size, 2048 * 4 + 32768 / 8);
+    /* An entry: cluster, first slot, one word of page bits (up to 64 pages; 512: 8 words). */
+    assert_int_equal(vmstate_map_entry_size(16), 16);
+    assert_int_equal(vmstate_map_entry_size(512), 8 + 64);
     assert_int_equal(vmstate_total_size(&h), h.map_offset + h.map_size);
     uint8_t buf[VMSTATE_HEADER_SIZE];
     vmstate_header_encode(&h, buf);
@@ -284,7 +285,11 @@ static void test_v3_pack_map(void **state)
     vmstate_header_encode(&bad, buf);
     expect_decode_error(buf, sizeof(buf), vmstate_total_size(&bad), "pack area");
     bad = h;
-    bad.map_size -= 8;
+    bad.map_size -= 8; /* not whole entries */
+    vmstate_header_encode(&bad, buf);
+    expect_decode_error(buf, sizeof(buf), vmstate_total_size(&bad), "pack area");
+    bad = h;
+    bad.map_size = 2049 * vmstate_map_entry_size(16); /* more entries than 2048 clusters */
     vmstate_header_encode(&bad, buf);
     expect_decode_error(buf, sizeof(buf), vmstate_total_size(&bad), "pack area");
     bad = h;
@@ -313,11 +318,12 @@ static void test_pack_map_roundtrip(void **state)
     p->slots = 32;
     uint64_t len;
     uint8_t *map = ram_packs_encode(p, &len);
+    assert_int_equal(len, 2 * 16); /* an entry per packed cluster */
     struct vmstate_header h = sample_header();
     h.ram_size = ram_size;
     h.devices_offset = vmstate_devices_offset(ram_size);
-    ram_packs_header(p, ram_size, &h, map);
-    assert_int_equal(len, h.map_size);
+    ram_packs_header(p, &h, map, len);
+    assert_int_equal(h.map_size, len);
     assert_int_equal(h.map_offset, h.pack_offset + 32 * VMSTATE_PAGE_SIZE);
     struct ram_packs *q = NULL;
     assert_int_equal(ram_packs_decode(map, &h, "x", &q, NULL), 0);
@@ -335,27 +341,49 @@ static void test_pack_map_roundtrip(void **state)
     ram_packs_free(q);
 
     struct error *err = NULL;
-    map[0] ^= 1; /* under the CRC */
-    assert_int_equal(ram_packs_decode(map, &h, "x", &q, &err), -1);
-    assert_non_null(strstr(err->message, "checksum mismatch"));
-    error_free(err);
-    err = NULL;
-    map[0] ^= 1;
-    /* Cluster 9's one page at slot 32: past the 32 slots. */
-    map[9 * 4] = 33;
+    uint8_t good[32];
+    memcpy(good, map, sizeof(good));
+    /* Each damage, sealed with a right CRC but the first: the error names it. */
+    struct {
+        size_t at;
+        uint8_t value;
+        const char *error;
+    } cases[] = {
+            {0, 0x02, "checksum mismatch"},
+            {16 + 4, 32, "cluster 9 (guest RAM 0x90000) at slots 32+1, past the pack area"},
+            {16, 3, "entry 1 names cluster 3, out of order"},
+            {16, 16, "entry 1 names cluster 16, past the end of RAM"},
+            {8 + 2, 0x01, "cluster 3 pages past its end"}, /* bit 16 of a 16-page cluster */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        memcpy(map, good, sizeof(good));
+        map[cases[i].at] = cases[i].value;
+        h.map_crc = i == 0 ? h.map_crc : vmstate_crc32(map, len);
+        assert_int_equal(ram_packs_decode(map, &h, "x", &q, &err), -1);
+        if (!strstr(err->message, cases[i].error)) {
+            fail_msg("case %zu: '%s' lacks '%s'", i, err->message, cases[i].error);
+        }
+        error_free(err);
+        err = NULL;
+    }
+    /* A map of a RAM size that ends inside a cluster: no bits past its end. */
+    struct ram_packs *r = ram_packs_new(ram_size - 3 * VMSTATE_PAGE_SIZE, 16);
+    r->index[15] = 1;
+    r->present[3] = 1ull << 60; /* page 252, the last cluster's 13th of 13 */
+    r->packed = 1;
+    r->slots = 16;
+    free(map);
+    map = ram_packs_encode(r, &len);
+    h.ram_size = ram_size - 3 * VMSTATE_PAGE_SIZE;
+    ram_packs_header(r, &h, map, len);
+    assert_int_equal(ram_packs_decode(map, &h, "x", &q, NULL), 0);
+    ram_packs_free(q);
+    map[8 + 1] |= 0x20; /* page 13 of the cluster: page 253, past RAM */
     h.map_crc = vmstate_crc32(map, len);
     assert_int_equal(ram_packs_decode(map, &h, "x", &q, &err), -1);
-    assert_non_null(strstr(err->message, "cluster 9 (guest RAM 0x90000) at slots 32+1, past"));
+    assert_non_null(strstr(err->message, "past the end of RAM"));
     error_free(err);
-    err = NULL;
-    map[9 * 4] = 17;
-    /* A page bit in cluster 5, which is not packed. */
-    map[16 * 4 + 10] |= 1; /* page 80 */
-    h.map_crc = vmstate_crc32(map, len);
-    assert_int_equal(ram_packs_decode(map, &h, "x", &q, &err), -1);
-    assert_non_null(strstr(err->message, "cluster 5 (guest RAM 0x50000)"));
-    assert_non_null(strstr(err->message, "not packed"));
-    error_free(err);
+    ram_packs_free(r);
     free(map);
     ram_packs_free(p);
 }
