@@ -12,6 +12,7 @@ exactly, and a corrupt pack map is refused with the running guest kept.
 import os
 import re
 import struct
+import subprocess
 import sys
 import zlib
 
@@ -235,3 +236,31 @@ def test_a_corrupt_pack_map_is_refused_and_the_guest_keeps_running(tmp_path, cor
         assert g.guest.sum() == before
         entry = next(s for s in g.qmp.cmd("query-snapshots") if s["tag"] == "a")
         assert entry["loadable"] is False and re.search(error, entry["reason"]), entry
+
+
+@pytest.mark.parametrize("cluster", ["8K", "2M"])
+def test_cluster_sizes_and_a_partial_last_cluster(tmp_path, cluster):
+    """Clusters of 2 pages and of 512 (eight words of page bits per map
+    entry), with RAM (65 MiB) ending inside a 2 MiB cluster: saves pack,
+    and loads, reverts and a fresh process give back the guest's RAM."""
+    img = tmp_path / "disk0.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", f"cluster_size={cluster}",
+                    str(img), "64M"], check=True)
+    disk = Disk("disk0", "qcow2", "64M")
+    with Guest(tmp_path, disks=[disk], mem="65", env=DEBUG) as g:
+        assert g.guest.cmd("fill 1 40") == "ok"
+        assert g.guest.cmd("sparse 2 16") == "ok"
+        sum_a = g.guest.sum()
+        g.qmp.cmd("savevm", tag="a")
+        assert packed_clusters(g)[-1] > 0
+        assert g.guest.cmd("sparse 3 24") == "ok"
+        g.qmp.cmd("loadvm", tag="a")
+        g.resync()
+        assert g.guest.sum() == sum_a
+    assert qemu_img_check(str(img)) == (0, 0)
+    rebuilt, packed = rebuild_ram(str(img), "a")
+    assert packed > 0 and len(rebuilt) == 65 * MiB
+    with Guest(tmp_path, disks=[disk], mem="65") as g:
+        g.qmp.cmd("loadvm", tag="a")
+        g.resync()
+        assert g.guest.sum() == sum_a
