@@ -52,31 +52,7 @@ def load_into_file(tmp_path, disk, tag, size_mib, name):
         g.stop()
 
 
-def test_interleaved_zero_pages_take_no_space(tmp_path):
-    """Zero pages between data pages at 4 KiB cost the image nothing, and a
-    load gives back every byte of RAM as it was saved."""
-    size = 64
-    ram = tmp_path / "vm.ram"
-    interleaved_ram(ram, size * MiB)
-    disk = Disk("disk0", "qcow2", "64M")
-    g = Guest(tmp_path, disks=[disk], mem=str(size), extra=["-mem-path", str(ram)]).start()
-    try:
-        img = disk.path(tmp_path)
-        g.qmp.cmd("stop")  # RAM stays as it is saved, so the file is the snapshot's RAM
-        before = allocated(img)
-        g.qmp.cmd("savevm", tag="a")
-        with open(ram, "rb") as f:
-            saved = f.read()
-    finally:
-        g.stop()
-    growth = allocated(img) - before
-    data = nonzero_bytes(saved)
-    assert data >= size * MiB // 2 - MiB  # the pattern, give or take the guest's own pages
-    # Only the non-zero pages, plus metadata (L2 tables, refcounts, header, devices).
-    assert growth <= data + 2 * MiB, (growth, data)
-    assert qemu_img_check(img) == (0, 0)
-    assert qemu_img_snapshots(img)["a"]["vm-state-size"] > size * MiB
-    assert load_into_file(tmp_path, disk, "a", size, "load") == saved
+# Zero pages interleaved at 4 KiB: test_snapshot_pack.py (they are packed).
 
 
 def test_cluster_sizes_keep_every_page(tmp_path):
