@@ -720,6 +720,24 @@ int block_snapshot_vmstate_read(struct block_node *node, const char *name_or_id,
     SNAP_CALL(node, false, node->drv->snapshot_vmstate_read(node, name_or_id, pos, buf, len, errp));
 }
 
+void block_extent_append(struct block_extent **v, size_t *n, size_t *cap, struct block_extent e)
+{
+    struct block_extent *last = *n ? &(*v)[*n - 1] : NULL;
+    if (last && last->kind == e.kind && last->pos + last->len == e.pos &&
+        (e.kind != BLOCK_EXTENT_DATA || last->host_offset + last->len == e.host_offset)) {
+        last->len += e.len;
+        return;
+    }
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 16;
+        *v = realloc(*v, *cap * sizeof(**v));
+        if (!*v) {
+            abort();
+        }
+    }
+    (*v)[(*n)++] = e;
+}
+
 int block_snapshot_vmstate_map(struct block_node *node, const char *name_or_id, uint64_t pos,
                                uint64_t len, struct block_extent **extents, size_t *count,
                                struct error **errp)

@@ -270,6 +270,13 @@ struct block_extent {
 };
 
 /*
+ * Append e to a growing list of extents (*n used, *cap allocated), merged
+ * into the last one where it continues it: the same kind, adjacent, and
+ * for DATA contiguous in the host file.  Out of memory aborts.
+ */
+void block_extent_append(struct block_extent **v, size_t *n, size_t *cap, struct block_extent e);
+
+/*
  * Describe where bytes [pos, pos + len) of a snapshot's vmstate live, as a
  * malloc'd array of *count extents (free with free()) that exactly cover the
  * range in order; adjacent clusters that are contiguous in the host file are

@@ -86,28 +86,6 @@ int qcow2_snapshot_vmstate_read(struct block_node *node, const char *name_or_id,
     return rc;
 }
 
-static void add_extent(struct block_extent **ext, size_t *n, size_t *cap, uint64_t pos,
-                       uint64_t len, enum block_extent_kind kind, uint64_t host)
-{
-    if (*n > 0) {
-        struct block_extent *last = &(*ext)[*n - 1];
-        if (last->kind == kind && last->pos + last->len == pos &&
-            (kind != BLOCK_EXTENT_DATA || last->host_offset + last->len == host)) {
-            last->len += len;
-            return;
-        }
-    }
-    if (*n == *cap) {
-        *cap = *cap ? *cap * 2 : 16;
-        *ext = realloc(*ext, *cap * sizeof(**ext));
-        if (!*ext) {
-            abort();
-        }
-    }
-    (*ext)[(*n)++] =
-            (struct block_extent){.pos = pos, .len = len, .host_offset = host, .kind = kind};
-}
-
 int qcow2_snapshot_vmstate_map(struct block_node *node, const char *name_or_id, uint64_t pos,
                                uint64_t len, struct block_extent **extents, size_t *count,
                                struct error **errp)
@@ -142,13 +120,21 @@ int qcow2_snapshot_vmstate_map(struct block_node *node, const char *name_or_id, 
         uint64_t e = batch[next++];
         switch (qcow2_entry_type(s, e)) {
         case QCOW2_CLUSTER_NORMAL:
-            add_extent(extents, count, &cap, pos, n, BLOCK_EXTENT_DATA, (e & L2E_OFFSET_MASK) + in);
+            block_extent_append(extents, count, &cap,
+                                (struct block_extent){.pos = pos,
+                                                      .len = n,
+                                                      .host_offset = (e & L2E_OFFSET_MASK) + in,
+                                                      .kind = BLOCK_EXTENT_DATA});
             break;
         case QCOW2_CLUSTER_COMPRESSED:
-            add_extent(extents, count, &cap, pos, n, BLOCK_EXTENT_UNMAPPABLE, 0);
+            block_extent_append(
+                    extents, count, &cap,
+                    (struct block_extent){.pos = pos, .len = n, .kind = BLOCK_EXTENT_UNMAPPABLE});
             break;
         default:
-            add_extent(extents, count, &cap, pos, n, BLOCK_EXTENT_ZERO, 0);
+            block_extent_append(
+                    extents, count, &cap,
+                    (struct block_extent){.pos = pos, .len = n, .kind = BLOCK_EXTENT_ZERO});
             break;
         }
         pos += n;

@@ -60,11 +60,6 @@ static uint64_t cluster_slots(const struct ram_packs *p, uint64_t c)
     return bitmap_count(p->present, a, b, false);
 }
 
-static bool present(const struct ram_packs *p, uint64_t page)
-{
-    return bitmap_test(p->present, page);
-}
-
 void ram_packs_unpack(struct ram_packs *p, uint64_t c)
 {
     if (!p || !p->index[c]) {
@@ -215,6 +210,19 @@ int ram_packs_read(struct block_node *node, const char *tag, const struct vmstat
     return rc;
 }
 
+void ram_packs_stored(const struct ram_packs *p, uint64_t *map)
+{
+    for (uint64_t c = 0; p && p->packed && c < p->nclusters; c++) {
+        if (p->index[c]) {
+            uint64_t a, b;
+            cluster_pages(p, c, &a, &b);
+            for (uint64_t i = a; i < b; i++) {
+                bitmap_assign(map, i, i + 1, bitmap_test(p->present, i));
+            }
+        }
+    }
+}
+
 /* ---- reading guest RAM through the map ---- */
 
 struct pack_reader {
@@ -260,7 +268,7 @@ static int read_packed(struct pack_reader *r, uint64_t c0, uint64_t c1, struct e
             uint64_t a, b, slot = p->index[c] - 1u - s0;
             cluster_pages(p, c, &a, &b);
             for (uint64_t i = a; i < b; i++) {
-                bool has = present(p, i);
+                bool has = bitmap_test(p->present, i);
                 if (i >= r->lo && i < r->hi) {
                     uint8_t *to = r->dst + (i - r->lo) * PAGE;
                     if (has) {
@@ -299,10 +307,7 @@ int ram_read(struct block_node *node, const char *tag, uint64_t ram_offset,
         }
         if (packed) {
             if (!r.buf) {
-                r.buf = malloc((size_t)READ_SLOTS * PAGE);
-                if (!r.buf) {
-                    abort();
-                }
+                r.buf = zalloc(READ_SLOTS, PAGE);
             }
             rc = read_packed(&r, c, e, errp);
         } else {
@@ -315,24 +320,6 @@ int ram_read(struct block_node *node, const char *tag, uint64_t ram_offset,
     }
     free(r.buf);
     return rc;
-}
-
-static void extent_push(struct block_extent **v, size_t *n, size_t *cap, struct block_extent e)
-{
-    struct block_extent *last = *n ? &(*v)[*n - 1] : NULL;
-    if (last && last->kind == e.kind && last->pos + last->len == e.pos &&
-        (e.kind != BLOCK_EXTENT_DATA || last->host_offset + last->len == e.host_offset)) {
-        last->len += e.len;
-        return;
-    }
-    if (*n == *cap) {
-        *cap = *cap ? 2 * *cap : 64;
-        *v = realloc(*v, *cap * sizeof(**v));
-        if (!*v) {
-            abort();
-        }
-    }
-    (*v)[(*n)++] = e;
 }
 
 void ram_packs_mark(const struct ram_packs *p, uint64_t ram_offset, struct block_extent **ext,
@@ -365,7 +352,7 @@ void ram_packs_mark(const struct ram_packs *p, uint64_t ram_offset, struct block
             } else if (e->kind == BLOCK_EXTENT_DATA) {
                 piece.host_offset = e->host_offset + (a - (e->pos - ram_offset));
             }
-            extent_push(&out, &m, &cap, piece);
+            block_extent_append(&out, &m, &cap, piece);
             a = b;
         }
     }

@@ -97,6 +97,9 @@ int ram_read(struct block_node *node, const char *tag, uint64_t ram_offset,
              const struct ram_packs *p, uint64_t off, uint64_t len, uint8_t *dst,
              struct error **errp);
 
+/* In a map of pages stored (ram.h), a packed cluster's pages: set where they have a slot. */
+void ram_packs_stored(const struct ram_packs *p, uint64_t *map);
+
 /*
  * Extents of the RAM section (block_snapshot_vmstate_map, from ram_offset)
  * with every packed cluster made one UNMAPPABLE extent (neighbours merged):

@@ -74,19 +74,16 @@ int ram_saver_init(struct ram_saver *s, struct block_node *node, uint64_t ram_of
     return 0;
 }
 
-int ram_saver_find_holes(struct ram_saver *s, int ram_file, bool anonymous, struct error **errp)
+void ram_saver_find_holes(struct ram_saver *s, int ram_file, bool anonymous)
 {
     int fd = ram_file;
     if (fd < 0 && anonymous) {
         fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC); /* none: every page is read */
     }
-    (void)errp;
-    if (fd < 0) {
-        return 0;
+    if (fd >= 0) {
+        s->holes = fd == ram_file ? RAM_HOLES_FILE : RAM_HOLES_PAGEMAP;
+        s->holes_fd = fd;
     }
-    s->holes = fd == ram_file ? RAM_HOLES_FILE : RAM_HOLES_PAGEMAP;
-    s->holes_fd = fd;
-    return 0;
 }
 
 /*
@@ -200,14 +197,31 @@ static void report_progress(struct ram_saver *s, uint64_t pages)
     }
 }
 
+/* Polled before each write to the block layer. */
+static int check_cancelled(struct ram_saver *s, struct error **errp)
+{
+    if (s->cancelled && s->cancelled(s->opaque)) {
+        error_setg(errp, "the snapshot was cancelled");
+        return -1;
+    }
+    return 0;
+}
+
+/* After a write of `pages` pages: `before` and `after` of them marked stored. */
+static void account_write(struct ram_saver *s, uint64_t pages, uint64_t before, uint64_t after)
+{
+    s->pages_stored = s->pages_stored - before + after;
+    s->bytes_written += after * PAGE;
+    report_progress(s, pages);
+}
+
 /* Hand the collected runs to the block layer in one batch. */
 static int batch_flush(struct ram_saver *s, struct error **errp)
 {
     if (s->nruns == 0) {
         return 0;
     }
-    if (s->cancelled && s->cancelled(s->opaque)) {
-        error_setg(errp, "the snapshot was cancelled");
+    if (check_cancelled(s, errp) < 0) {
         return -1;
     }
     uint64_t before = 0, after = 0, pages = 0;
@@ -229,11 +243,9 @@ static int batch_flush(struct ram_saver *s, struct error **errp)
     for (size_t i = 0; i < s->nruns; i++) {
         after += count_stored(s, (s->runs[i].pos - s->ram_offset) / PAGE, s->runs[i].len / PAGE);
     }
-    s->pages_stored = s->pages_stored - before + after;
-    s->bytes_written += after * PAGE;
     s->nruns = 0;
     s->batch_bytes = 0;
-    report_progress(s, pages);
+    account_write(s, pages, before, after);
     return 0;
 }
 
@@ -344,8 +356,7 @@ static void *prepare_chunk(void *opaque)
 static int write_chunk(struct ram_chunk *k, struct error **errp)
 {
     struct ram_saver *s = k->s;
-    if (s->cancelled && s->cancelled(s->opaque)) {
-        error_setg(errp, "the snapshot was cancelled");
+    if (check_cancelled(s, errp) < 0) {
         return -1;
     }
     struct block_vmstate_run run = {.pos = s->ram_offset + k->first * PAGE,
@@ -372,10 +383,7 @@ static int write_chunk(struct ram_chunk *k, struct error **errp)
             s->stored[i] |= p->present[i];
         }
     }
-    uint64_t after = count_stored(s, k->first, k->count);
-    s->pages_stored = s->pages_stored - k->stored_before + after;
-    s->bytes_written += after * PAGE;
-    report_progress(s, k->count);
+    account_write(s, k->count, k->stored_before, count_stored(s, k->first, k->count));
     return 0;
 }
 
@@ -473,11 +481,6 @@ int ram_save_dirty(struct ram_saver *s, const uint64_t *dirty, struct error **er
     return batch_flush(s, errp);
 }
 
-static uint64_t packs_unit(const struct ram_packs *p)
-{
-    return p ? p->unit : 1;
-}
-
 uint64_t *ram_stored_map(struct block_node *node, const char *tag, uint64_t ram_offset,
                          const struct ram_packs *packs, uint64_t ram_size, uint64_t *pages_stored)
 {
@@ -489,27 +492,19 @@ uint64_t *ram_stored_map(struct block_node *node, const char *tag, uint64_t ram_
         free(map);
         return NULL;
     }
-    ram_packs_mark(packs, ram_offset, &ext, &n);
-    *pages_stored = 0;
     for (size_t i = 0; i < n; i++) {
         if (ext[i].kind == BLOCK_EXTENT_ZERO) {
             continue;
         }
         /* Stored clusters may hold zero pages (holes): "maybe non-zero" is
-         * what the map needs (a zero page marked stored is merely rewritten).
-         * A packed cluster's pages are stored where they have a slot. */
+         * what the map needs (a zero page marked stored is merely rewritten). */
         uint64_t first = (ext[i].pos - ram_offset) / PAGE;
         uint64_t last = (ext[i].pos - ram_offset + ext[i].len + PAGE - 1) / PAGE;
-        for (uint64_t p = first; p < last && p < pages; p++) {
-            uint64_t bit = 1ull << (p % 64), slot;
-            if (!ram_packs_cluster(packs, p / packs_unit(packs), &slot) ||
-                (packs->present[p / 64] & bit)) {
-                map[p / 64] |= bit;
-                (*pages_stored)++;
-            }
-        }
+        bitmap_assign(map, first, last < pages ? last : pages, true);
     }
     free(ext);
+    ram_packs_stored(packs, map); /* a packed cluster's place is a hole; its slots count */
+    *pages_stored = bitmap_count(map, 0, pages, false);
     return map;
 }
 

@@ -81,7 +81,7 @@ void ram_saver_destroy(struct ram_saver *s);
  * ram_file, the -mem-path file guest RAM is (-1: none); else, if
  * `anonymous` (RAM is private anonymous memory throughout), the pagemap.
  */
-int ram_saver_find_holes(struct ram_saver *s, int ram_file, bool anonymous, struct error **errp);
+void ram_saver_find_holes(struct ram_saver *s, int ram_file, bool anonymous);
 
 /*
  * /proc/self/pagemap (open as `pagemap`): the entries of the n pages from

@@ -24,6 +24,7 @@
 #include "snapshot/pack.h"
 #include "snapshot/ram.h"
 #include "snapshot/vmstate.h"
+#include "util/bitmap.h"
 #include "util/log.h"
 
 #ifndef MADV_POPULATE_WRITE
@@ -768,7 +769,7 @@ static void copy_staged(const struct ram_stage *st, uint8_t *ram, uint64_t off, 
             memcpy(ram + a, st->buf + a, b - a);
         } else {
             for (uint64_t k = a; k < b; k += PAGE) {
-                if (p->present[k / PAGE / 64] >> (k / PAGE % 64) & 1) {
+                if (bitmap_test(p->present, k / PAGE)) {
                     memcpy(ram + k, st->buf + k, PAGE);
                 }
             }

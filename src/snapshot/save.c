@@ -408,6 +408,19 @@ static uint64_t device_section_reserve(struct save_ctx *ctx)
     return (64u << 10) + (uint64_t)machine_vcpu_count(ctx->m) * (32u << 10);
 }
 
+/* Zeros at vmstate [pos, pos + len): what reserves a section's clusters. */
+static int write_zeros(struct save_ctx *ctx, uint64_t pos, uint64_t len, struct error **errp)
+{
+    void *zeros = calloc(1, len);
+    if (!zeros) {
+        error_setg(errp, "out of memory for %llu bytes of vmstate", (unsigned long long)len);
+        return -1;
+    }
+    int rc = block_vmstate_write(ctx->targets.vmstate, pos, zeros, len, errp);
+    free(zeros);
+    return rc;
+}
+
 /*
  * Allocate the clusters of the header and of the device section while the
  * guest runs: under the pause they are then overwritten, not allocated (an
@@ -415,45 +428,23 @@ static uint64_t device_section_reserve(struct save_ctx *ctx)
  */
 static int reserve_metadata(struct save_ctx *ctx, struct error **errp)
 {
-    uint64_t len = device_section_reserve(ctx);
-    void *zeros = calloc(1, len);
-    if (!zeros) {
-        error_setg(errp, "out of memory for the device section");
+    if (write_zeros(ctx, vmstate_devices_offset(ctx->ram_size), device_section_reserve(ctx), errp) <
+        0) {
         return -1;
     }
-    int rc = block_vmstate_write(ctx->targets.vmstate, vmstate_devices_offset(ctx->ram_size), zeros,
-                                 len, errp);
-    if (rc == 0) {
-        rc = block_vmstate_write(ctx->targets.vmstate, 0, zeros, VMSTATE_HEADER_SIZE, errp);
-    }
-    free(zeros);
-    return rc;
+    return write_zeros(ctx, 0, VMSTATE_HEADER_SIZE, errp);
 }
 
 /*
  * The pack map's clusters, allocated while the guest runs, as above: its
- * place is known once the first pass has packed what it packs.
+ * place is known once the first pass has packed what it packs, and it is
+ * as long as it can get (later writes only unpack clusters).
  */
 static int reserve_map(struct save_ctx *ctx, struct error **errp)
 {
     const struct ram_packs *p = ctx->saver.packs;
-    if (!p || !p->slots) {
-        return 0;
-    }
-    /* As long as the map can get: later writes only unpack clusters. */
-    uint64_t len = p->packed * vmstate_map_entry_size(p->unit);
-    if (!len) {
-        return 0;
-    }
-    void *zeros = calloc(1, len);
-    if (!zeros) {
-        error_setg(errp, "out of memory for the pack map");
-        return -1;
-    }
-    int rc = block_vmstate_write(ctx->targets.vmstate, p->offset + p->slots * VMSTATE_PAGE_SIZE,
-                                 zeros, len, errp);
-    free(zeros);
-    return rc;
+    uint64_t len = p ? p->packed * vmstate_map_entry_size(p->unit) : 0;
+    return len ? write_zeros(ctx, p->offset + p->slots * VMSTATE_PAGE_SIZE, len, errp) : 0;
 }
 
 /*
@@ -629,12 +620,7 @@ static int save_ctx_init(struct save_ctx *ctx, struct error **errp)
         free(ctx->dirty);
         return -1;
     }
-    if (ram_saver_find_holes(&ctx->saver, machine_ram_file(ctx->m),
-                             restore_ram_is_anonymous(ctx->m), errp) < 0) {
-        ram_saver_destroy(&ctx->saver);
-        free(ctx->dirty);
-        return -1;
-    }
+    ram_saver_find_holes(&ctx->saver, machine_ram_file(ctx->m), restore_ram_is_anonymous(ctx->m));
     ctx->saver.progress = ram_progress;
     ctx->saver.cancelled = ram_cancelled;
     ctx->saver.opaque = ctx;
