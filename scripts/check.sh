@@ -12,6 +12,19 @@
 #   SNAPVM_NO_SANITIZERS=1 scripts/check.sh    the normal build only (quick)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The functional tests write guest RAM files and qcow2 images of up to about
+# 1 GiB per test under $TMPDIR (each passed test's files are freed when it
+# ends: tests/functional/conftest.py).  Too little space would fail tests far
+# from the cause, so say it up front, and print what is free before each run.
+need_free_disk() {
+    local dir=${TMPDIR:-/tmp} free_mib
+    free_mib=$(df --output=avail -BM "$dir" | tail -1 | tr -dc 0-9)
+    echo "check: ${free_mib} MiB free in $dir"
+    if ((free_mib < 4096)); then
+        echo "check: the functional tests need at least 4096 MiB free in $dir (TMPDIR)" >&2
+        exit 1
+    fi
+}
 bash scripts/install-deps.sh
 bash scripts/build.sh
 meson test -C build --suite unit --print-errorlogs
@@ -23,6 +36,7 @@ meson test -C build --suite unit --print-errorlogs
 timeout 1800 bash scripts/linux-smoke.sh
 # ---------------------------------------------------------------------------
 # Debian's pytest: /usr/bin/python3, not whatever python3 is first on PATH.
+need_free_disk
 /usr/bin/python3 -m pytest -ra -p no:cacheprovider tests/functional "$@"
 
 if [[ -n "${SNAPVM_NO_SANITIZERS:-}" ]]; then
@@ -56,6 +70,7 @@ san_deselect=(
 echo "check: under the sanitizers, not run (the normal run ran them): ${san_deselect[*]}"
 status=0
 meson test -C build-asan --suite unit --print-errorlogs || status=1
+need_free_disk
 SNAPVM_BUILD=build-asan /usr/bin/python3 -m pytest -ra -p no:cacheprovider tests/functional \
     "${san_deselect[@]/#/--deselect=}" "$@" || status=1
 if compgen -G "$san_logs/*" >/dev/null; then

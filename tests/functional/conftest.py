@@ -19,6 +19,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # against: SNAPVM_BUILD=build-asan.  Every binary a test runs comes from it.
 BUILD = os.path.join(ROOT, os.environ.get("SNAPVM_BUILD") or "build")
 SNAPVM = os.path.join(BUILD, "snapvm")
+# Each test's reports by phase ("setup", "call", "teardown").
+_REPORTS = pytest.StashKey[dict]()
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -39,9 +41,29 @@ def pytest_collection_modifyitems(config, items):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
+    item.stash.setdefault(_REPORTS, {})[report.when] = report
     if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped in CI (not allowed): {report.longrepr}"
+
+
+@pytest.fixture(autouse=True)
+def _free_tmp_path_of_a_passed_test(request):
+    """Delete a test's tmp_path once it has passed; keep it when it failed.
+
+    Why: pytest keeps every test's directory until the run ends (and the last
+    three runs').  Guest RAM files and multi-GiB qcow2 images add up to about
+    15 GiB per run of this suite, and CI runs it twice: a machine with less
+    free disk than that failed every later test in setup, with ENOSPC on
+    mkdir.  Freeing each passed test's files bounds the suite's disk use by
+    its largest test (about 1 GiB) and keeps what a failure left behind."""
+    yield
+    if "tmp_path" not in request.fixturenames:
+        return
+    call = request.node.stash.get(_REPORTS, {}).get("call")
+    path = request.node.funcargs.get("tmp_path")
+    if call is not None and call.passed and path is not None:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
