@@ -150,6 +150,9 @@ struct block_vmstate_run {
     /* known_zero is exact: a page not marked holds data, and no page is read
      * to tell (the caller just did). */
     bool zero_map_exact;
+    /* The run lies outside page_map's pages (packed RAM's slots, past RAM):
+     * page_map is neither read nor changed for it. */
+    bool unmapped;
 };
 int block_vmstate_write_ram(struct block_node *node, const struct block_vmstate_run *runs, size_t n,
                             uint64_t *page_map, uint64_t map_pos, struct error **errp);

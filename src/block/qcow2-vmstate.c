@@ -198,6 +198,7 @@ struct ram_cluster {
     const uint64_t *known_zero; /* the run's (block_vmstate_run), at bit kz_first */
     uint64_t kz_first;
     bool kz_exact;
+    bool unmapped;   /* the run's: no page of it in page_map */
     uint64_t old;    /* L2 entry before */
     uint64_t target; /* host cluster (0: all zero, no data) */
     bool in_place;   /* a NORMAL cluster with refcount 1: overwrite */
@@ -330,7 +331,8 @@ static int plan_cluster(struct qcow2_state *s, struct ram_group *g, struct ram_c
     uint64_t idx = (c->voff >> s->cluster_bits) & (s->l2_entries - 1);
     c->old = be64_get(g->l2 + idx * 8);
     enum qcow2_cluster_type t = qcow2_entry_type(s, c->old);
-    bool data = scan_cluster(s, c, c->voff - qcow2_vmstate_offset(s, s->size), page_map, map_pos);
+    bool data = scan_cluster(s, c, c->voff - qcow2_vmstate_offset(s, s->size),
+                             c->unmapped ? NULL : page_map, map_pos);
     bool referenced = t == QCOW2_CLUSTER_NORMAL || t == QCOW2_CLUSTER_ZERO_ALLOC ||
                       t == QCOW2_CLUSTER_COMPRESSED;
     c->target = 0;
@@ -456,7 +458,8 @@ static void add_clusters(struct qcow2_state *s, uint64_t voff, const uint8_t *sr
                                      .src = src + off,
                                      .known_zero = r->known_zero,
                                      .kz_first = r->known_zero_first + src_page + off / PAGE_SZ,
-                                     .kz_exact = r->known_zero && r->zero_map_exact};
+                                     .kz_exact = r->known_zero && r->zero_map_exact,
+                                     .unmapped = r->unmapped};
     }
 }
 
@@ -727,6 +730,7 @@ int qcow2_vmstate_write_ram(struct block_node *node, const struct block_vmstate_
         const struct block_vmstate_run *r = &runs[i];
         const uint8_t *buf = r->buf;
         uint64_t pos = r->pos, len = r->len;
+        uint64_t *map = r->unmapped ? NULL : page_map;
         /* Clusters the run covers whole go through the batch; the rest (a
          * partial cluster at either end, clusters smaller than a page)
          * through the ordinary write path. */
@@ -736,7 +740,7 @@ int qcow2_vmstate_write_ram(struct block_node *node, const struct block_vmstate_
                       : len;
         head = head < len ? head : len;
         if (head) {
-            rc = write_pages(s, base, pos, buf, head, page_map, map_pos, errp);
+            rc = write_pages(s, base, pos, buf, head, map, map_pos, errp);
             pos += head, buf += head, len -= head;
         }
         uint64_t whole = len & ~(s->cluster_size - 1);
@@ -745,7 +749,7 @@ int qcow2_vmstate_write_ram(struct block_node *node, const struct block_vmstate_
             pos += whole, buf += whole, len -= whole;
         }
         if (rc == 0 && len) {
-            rc = write_pages(s, base, pos, buf, len, page_map, map_pos, errp);
+            rc = write_pages(s, base, pos, buf, len, map, map_pos, errp);
         }
     }
     if (rc == 0 && ncl) {

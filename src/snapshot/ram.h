@@ -32,7 +32,7 @@ struct ram_saver {
     /*
      * Optional (ram_saver_find_holes): pages known to be zero without being
      * read, asked of the kernel per batch.
-     *   - -mem-path RAM: the holes of the RAM file (SEEK_DATA).  On tmpfs,
+     *   - -mem-path RAM: the holes of the RAM file (FIEMAP, else SEEK_DATA).  On tmpfs,
      *     reading a hole through the shared mapping would allocate it, so a
      *     save would grow a sparse guest's RAM file to its full size;
      *     elsewhere each costs a page of page cache.
@@ -45,6 +45,7 @@ struct ram_saver {
      */
     enum { RAM_HOLES_NONE, RAM_HOLES_FILE, RAM_HOLES_PAGEMAP } holes;
     int holes_fd;              /* the RAM file, or the open pagemap (owned) */
+    bool no_fiemap;            /* the RAM file's file system has no FIEMAP: seek */
     uint64_t pages_known_zero; /* pages passed over unread, over all batches */
     /*
      * Bitmap per page: zero, as the last batch that held the page found it

@@ -127,6 +127,40 @@ def test_interleaved_ram_is_packed_as_the_format_says(tmp_path):
     assert load_into_file(tmp_path, disk, "a", size, "load") == saved
 
 
+@pytest.mark.parametrize("layout", ["sparse", "fallocated"])
+def test_mem_path_ram_the_guest_just_wrote_is_saved_whole(tmp_path, layout):
+    """A -mem-path RAM file's holes are found by FIEMAP (else SEEK_DATA)
+    without reading them.  Pages the guest has just written through the
+    shared mapping are not on disk yet: delayed allocations in a sparse
+    file, data over unwritten extents in a fallocated one.  None of them
+    may pass for a hole: the image, rebuilt by the format alone, and a
+    load in a fresh process give back exactly the RAM file's bytes."""
+    size = 64
+    ram = tmp_path / "vm.ram"
+    with open(ram, "wb") as f:
+        f.truncate(size * MiB)
+    if layout == "fallocated":
+        subprocess.run(["fallocate", "-l", str(size * MiB), str(ram)], check=True)
+    disk = Disk("disk0", "qcow2", "64M")
+    g = Guest(tmp_path, disks=[disk], mem=str(size), extra=["-mem-path", str(ram)]).start()
+    try:
+        assert g.guest.cmd("sparse 11 16") == "ok"  # half its pages zero, scattered
+        assert g.guest.cmd("fill 12 8") == "ok"  # over the first half of it: dense
+        g.qmp.cmd("stop")
+        g.qmp.cmd("savevm", tag="a")
+        with open(ram, "rb") as f:
+            saved = f.read()
+    finally:
+        g.stop()
+    assert nonzero_bytes(saved) >= 12 * MiB
+    img = disk.path(tmp_path)
+    assert qemu_img_check(img) == (0, 0)
+    rebuilt, packed = rebuild_ram(img, "a")
+    assert packed >= 8 * MiB // (64 << 10) - 8, packed
+    assert rebuilt == saved
+    assert load_into_file(tmp_path, disk, "a", size, "load") == saved
+
+
 def packed_clusters(g):
     return [int(n) for n in re.findall(r"(\d+) clusters packed", g.guest.stderr())]
 
