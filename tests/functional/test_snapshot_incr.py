@@ -37,6 +37,14 @@ def allocated(path):
     return os.stat(path).st_blocks * 512
 
 
+def save_stopped(g, ram, tag="a"):
+    """Stop the guest, save `tag`, and return its RAM file as saved."""
+    g.qmp.cmd("stop")
+    g.qmp.cmd("savevm", tag=tag)
+    with open(ram, "rb") as f:
+        return f.read()
+
+
 def load_into_file(tmp_path, disk, tag, size_mib, name):
     """Load `tag` into a fresh, paused VM whose RAM is a file; return the RAM."""
     ram = tmp_path / f"{name}.ram"
@@ -70,10 +78,7 @@ def test_cluster_sizes_keep_every_page(tmp_path):
         disk = Disk("disk0", "qcow2", "16M")
         g = Guest(d, disks=[disk], mem=str(size), extra=["-mem-path", str(ram)]).start()
         try:
-            g.qmp.cmd("stop")
-            g.qmp.cmd("savevm", tag="a")
-            with open(ram, "rb") as f:
-                saved = f.read()
+            saved = save_stopped(g, ram)
         finally:
             g.stop()
         assert qemu_img_check(str(img)) == (0, 0), cluster

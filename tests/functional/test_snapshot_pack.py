@@ -24,7 +24,7 @@ from qcow2img import Image  # noqa: E402
 from qmp import QMPError  # noqa: E402
 from snapshot_vm import Disk, Guest, qemu_img_check, qemu_img_snapshots  # noqa: E402
 from test_snapshot_incr import (allocated, interleaved_ram, load_into_file,  # noqa: E402
-                                nonzero_bytes)
+                                nonzero_bytes, save_stopped)
 
 pytestmark = pytest.mark.kvm
 
@@ -146,10 +146,7 @@ def test_mem_path_ram_the_guest_just_wrote_is_saved_whole(tmp_path, layout):
     try:
         assert g.guest.cmd("sparse 11 16") == "ok"  # half its pages zero, scattered
         assert g.guest.cmd("fill 12 8") == "ok"  # over the first half of it: dense
-        g.qmp.cmd("stop")
-        g.qmp.cmd("savevm", tag="a")
-        with open(ram, "rb") as f:
-            saved = f.read()
+        saved = save_stopped(g, ram)
     finally:
         g.stop()
     assert nonzero_bytes(saved) >= 12 * MiB
