@@ -147,10 +147,11 @@ static bool fiemap_holes(struct ram_saver *s, uint64_t first, uint64_t count)
     if (!fm) {
         return false;
     }
+    /* All holes, then each listed extent's pages (whole pages outward) data. */
+    bitmap_assign(s->zero, first, first + count, true);
     uint64_t end = (first + count) * PAGE, at = first * PAGE;
-    uint64_t *data = calloc((count + 63) / 64, sizeof(uint64_t)); /* pages with data, from first */
-    bool ok = data != NULL;
-    while (ok && at < end) {
+    bool ok = true;
+    while (at < end) {
         memset(fm, 0, sizeof(*fm));
         fm->fm_start = at;
         fm->fm_length = end - at;
@@ -166,15 +167,12 @@ static bool fiemap_holes(struct ram_saver *s, uint64_t first, uint64_t count)
             uint64_t a = e->fe_logical > at ? e->fe_logical : at;
             uint64_t b = e->fe_logical + e->fe_length < end ? e->fe_logical + e->fe_length : end;
             if (a < b) {
-                /* Whole pages outward: a page an extent touches holds data. */
-                bitmap_assign(data, a / PAGE - first, (b + PAGE - 1) / PAGE - first, true);
+                bitmap_assign(s->zero, a / PAGE, (b + PAGE - 1) / PAGE, false);
             }
             next = e->fe_logical + e->fe_length;
         }
-        bool last = fm->fm_mapped_extents == 0 ||
-                    (fm->fm_extents[fm->fm_mapped_extents - 1].fe_flags & FIEMAP_EXTENT_LAST) ||
-                    fm->fm_mapped_extents < FIEMAP_BATCH;
-        if (last) {
+        uint32_t n = fm->fm_mapped_extents;
+        if (n < FIEMAP_BATCH || (fm->fm_extents[n - 1].fe_flags & FIEMAP_EXTENT_LAST)) {
             break;
         }
         if (next <= at) {
@@ -183,14 +181,9 @@ static bool fiemap_holes(struct ram_saver *s, uint64_t first, uint64_t count)
         }
         at = next;
     }
-    if (ok) {
-        for (uint64_t i = 0; i < count; i++) {
-            if (!bitmap_test(data, i)) {
-                s->zero[(first + i) / 64] |= 1ull << ((first + i) % 64);
-            }
-        }
+    if (!ok) {
+        bitmap_assign(s->zero, first, first + count, false); /* nothing known, as before */
     }
-    free(data);
     free(fm);
     return ok;
 }
