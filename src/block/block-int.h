@@ -62,7 +62,9 @@ struct block_driver {
     int (*snapshot_space)(struct block_node *node, const char *name_or_id, uint64_t *stored,
                           uint64_t *exclusive, struct error **errp);
     int (*vmstate_write_ram)(struct block_node *node, const struct block_vmstate_run *runs,
-                             size_t n, uint64_t *page_map, uint64_t map_pos, struct error **errp);
+                             size_t n, uint64_t *page_map, uint64_t map_pos, bool in_flight,
+                             struct error **errp);
+    int (*vmstate_ram_wait)(struct block_node *node, struct error **errp);
     int (*snapshot_vmstate_read)(struct block_node *node, const char *name_or_id, uint64_t pos,
                                  void *buf, size_t len, struct error **errp);
     int (*snapshot_vmstate_map)(struct block_node *node, const char *name_or_id, uint64_t pos,

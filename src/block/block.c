@@ -666,9 +666,16 @@ int block_vmstate_read(struct block_node *node, uint64_t pos, void *buf, size_t 
 }
 
 int block_vmstate_write_ram(struct block_node *node, const struct block_vmstate_run *runs, size_t n,
-                            uint64_t *page_map, uint64_t map_pos, struct error **errp)
+                            uint64_t *page_map, uint64_t map_pos, bool in_flight,
+                            struct error **errp)
 {
-    SNAP_CALL(node, true, node->drv->vmstate_write_ram(node, runs, n, page_map, map_pos, errp));
+    SNAP_CALL(node, true,
+              node->drv->vmstate_write_ram(node, runs, n, page_map, map_pos, in_flight, errp));
+}
+
+int block_vmstate_ram_wait(struct block_node *node, struct error **errp)
+{
+    SNAP_CALL(node, true, node->drv->vmstate_ram_wait(node, errp));
 }
 
 int block_vmstate_share(struct block_node *node, const char *id, struct error **errp)

@@ -117,6 +117,17 @@ int block_vmstate_discard(struct block_node *node, struct error **errp);
  * pos and not overlap.  If page_map is not NULL, bit i says whether the
  * page at vmstate position map_pos + i * 4096 is now stored non-zero (set
  * or cleared for every page of the runs at or past map_pos).
+ *
+ * With `in_flight`, the call may return with the batch's data writes still
+ * in flight, so that the disk writes one batch while the caller prepares
+ * the next (a save's first pass).  Their buffers must then stay valid and
+ * unchanged in meaning until block_vmstate_ram_wait(); the next call waits
+ * for them too, before it writes anything.  A failure among them is
+ * reported by that next call or by block_vmstate_ram_wait(): the save has
+ * failed, and the batch's clusters are the area's (block_vmstate_discard
+ * frees them).  Every flush of the node waits for them first, so no table
+ * on disk names a cluster before its data is written.  A batch that
+ * replaces a referenced cluster (a shared one) is always waited for.
  */
 /*
  * Incremental saves.  block_vmstate_share() makes the (empty) active
@@ -155,7 +166,10 @@ struct block_vmstate_run {
     bool unmapped;
 };
 int block_vmstate_write_ram(struct block_node *node, const struct block_vmstate_run *runs, size_t n,
-                            uint64_t *page_map, uint64_t map_pos, struct error **errp);
+                            uint64_t *page_map, uint64_t map_pos, bool in_flight,
+                            struct error **errp);
+/* Wait for the writes block_vmstate_write_ram left in flight; their first failure. */
+int block_vmstate_ram_wait(struct block_node *node, struct error **errp);
 
 /*
  * Create a snapshot of the current disk state plus the vmstate written so far.

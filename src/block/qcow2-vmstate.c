@@ -181,6 +181,21 @@ int qcow2_snapshot_vmstate_map(struct block_node *node, const char *name_or_id, 
  * the cache until the next flush point (qcow2_flush_deferred), as for
  * qcow2_write_active: one flush per save instead of one per write.
  *
+ * Pipelining (in_flight, block.h): a save's first pass calls with one
+ * batch after another, and each call plans and allocates its batch while
+ * the disk still writes the last one, then waits for that one, submits its
+ * own and returns -- so the disk is never idle while a batch is planned
+ * (measured: plan and allocation were 0.07 s of a 0.55 s save of 1 GiB of
+ * RAM with zero pages interleaved, 0.4 s of 2.0 s at 4 GiB, with the disk
+ * idle all that time).  Why this keeps the ordering: such a batch only ever
+ * fills clusters no table on disk names yet (a batch that replaces a
+ * referenced cluster is waited for before its entries change, as above),
+ * its entries stay in the cache, and every flush (qcow2_barrier) first
+ * waits for the writes in flight, so an entry reaches the disk only after
+ * its data.  A write that fails in flight fails the next call or the wait
+ * (ram_settle), which is the save's; its clusters are the area's, freed by
+ * the discard of a failed save like the rest.
+ *
  * Writeback: each batch, once written, is handed to the disk at once
  * (io_writer_writeback) rather than left dirty in the page cache for the
  * flush.  Ordering is unchanged -- nothing is made durable earlier than it
@@ -210,10 +225,20 @@ struct ram_cluster {
     uint64_t was[QCOW2_MAX_CLUSTER_PAGES / 64];
 };
 
-/* A write being gathered: runs adjacent in the file and in memory become one. */
+/*
+ * A write being gathered: runs adjacent in the file and in memory become
+ * one.  Also a hole punch (buf NULL): adjacent ones become one, as each
+ * costs the file system a journal transaction -- a save into the clusters
+ * a deleted snapshot freed punched 1536 whole clusters one by one.
+ */
 struct pending_write {
     uint64_t off, len;
     const uint8_t *buf;
+};
+
+/* The merged batch: its data and its holes. */
+struct pending {
+    struct pending_write data, hole;
 };
 
 struct ram_group {
@@ -275,10 +300,26 @@ static bool scan_cluster(struct qcow2_state *s, struct ram_cluster *c, uint64_t 
 
 static void pending_flush(struct io_writer *w, struct pending_write *p)
 {
-    if (p->len) {
+    if (p->len && p->buf) {
         io_writer_write(w, p->off, p->buf, p->len);
-        p->len = 0;
+    } else if (p->len) {
+        io_writer_punch(w, p->off, p->len);
     }
+    p->len = 0;
+}
+
+/* Add [off, off + len) from buf (NULL: a hole) to p, or send p and start anew. */
+static void pending_add(struct io_writer *w, struct pending_write *p, uint64_t off,
+                        const uint8_t *buf, uint64_t len)
+{
+    bool joins = p->len && p->off + p->len == off && p->len < (64u << 20) &&
+                 (buf ? p->buf + p->len == buf : true);
+    if (joins) {
+        p->len += len;
+        return;
+    }
+    pending_flush(w, p);
+    *p = (struct pending_write){.off = off, .len = len, .buf = buf};
 }
 
 /*
@@ -295,9 +336,9 @@ static int page_action(const struct ram_cluster *c, uint64_t i)
     return stale ? 1 : 2;
 }
 
-/* Data runs and holes of one cluster (data runs merged across clusters). */
+/* Data runs and holes of one cluster (both merged across clusters). */
 static void submit_cluster(struct qcow2_state *s, struct io_writer *w, const struct ram_cluster *c,
-                           struct pending_write *p)
+                           struct pending *p)
 {
     uint64_t pages = s->cluster_size / PAGE_SZ, i = 0;
     while (i < pages) {
@@ -307,17 +348,10 @@ static void submit_cluster(struct qcow2_state *s, struct io_writer *w, const str
             end++;
         }
         uint64_t off = c->target + i * PAGE_SZ, len = (end - i) * PAGE_SZ;
-        const uint8_t *buf = c->src + i * PAGE_SZ;
         if (action == 0) {
-            if (p->len && p->off + p->len == off && p->buf + p->len == buf &&
-                p->len < (64u << 20)) {
-                p->len += len;
-            } else {
-                pending_flush(w, p);
-                *p = (struct pending_write){.off = off, .len = len, .buf = buf};
-            }
+            pending_add(w, &p->data, off, c->src + i * PAGE_SZ, len);
         } else if (action == 1) {
-            io_writer_punch(w, off, len);
+            pending_add(w, &p->hole, off, NULL, len);
         }
         i = end;
     }
@@ -480,6 +514,50 @@ static struct io_writer *ram_writer(struct qcow2_state *s)
     return s->ram_writer;
 }
 
+/*
+ * The batch left in flight: wait for it, report its failure, and start the
+ * writeback of what went through the page cache.  The drain after the
+ * hint waits for nothing; it reports a hint that failed as it was
+ * submitted (an I/O error, or the fault hook's), so that the batch fails
+ * like any other whose host I/O failed.
+ */
+static int ram_settle(struct io_writer *w, uint64_t lo, uint64_t hi, struct error **errp)
+{
+    if (io_writer_drain(w, errp) < 0) {
+        return -1;
+    }
+    if (lo < hi) {
+        io_writer_writeback(w, lo, hi - lo);
+        return io_writer_drain(w, errp);
+    }
+    return 0;
+}
+
+/* Settle the batch left in flight, if any. */
+static int settle_in_flight(struct qcow2_state *s, struct error **errp)
+{
+    uint64_t lo = s->ram_inflight_lo, hi = s->ram_inflight_hi;
+    s->ram_inflight_lo = s->ram_inflight_hi = 0;
+    return s->ram_writer ? ram_settle(s->ram_writer, lo, hi, errp) : 0;
+}
+
+void qcow2_vmstate_quiesce(struct qcow2_state *s)
+{
+    if (s->ram_writer) {
+        io_writer_wait(s->ram_writer);
+    }
+}
+
+int qcow2_vmstate_ram_wait(struct block_node *node, struct error **errp)
+{
+    struct qcow2_state *s = node->opaque;
+    if (settle_in_flight(s, errp) < 0) {
+        error_prepend(errp, "node '%s': writing the vmstate", node->name);
+        return -1;
+    }
+    return 0;
+}
+
 void qcow2_vmstate_close(struct qcow2_state *s)
 {
     if (s->ram_writer) {
@@ -489,38 +567,26 @@ void qcow2_vmstate_close(struct qcow2_state *s)
     }
 }
 
-static int write_clusters(struct qcow2_state *s, struct ram_cluster *cl, size_t n,
-                          uint64_t *page_map, uint64_t map_pos, struct error **errp)
+/*
+ * The planned clusters' new homes: one contiguous run per L2 table (at
+ * most l2_entries at a time: the allocator's search stays short;
+ * consecutive runs land next to each other at the end of the file).
+ *
+ * Their refcounts are batched: each refcount block is written once at the
+ * end, not two bytes per cluster (a save of 96 MiB of RAM with zero pages
+ * interleaved made 2300 such writes of its 2340).  They are on disk, not
+ * yet durable, when this returns, as unbatched ones would be; the flush
+ * before any entry names the clusters (commit_group, qcow2_flush_deferred)
+ * makes them durable first.  A failure gives every new cluster back.
+ */
+static int allocate_targets(struct qcow2_state *s, struct ram_group *groups, size_t ng,
+                            struct ram_cluster *cl, size_t n, struct error **errp)
 {
-    /* Group by L2 table (the runs come sorted, so each table once). */
-    struct ram_group *groups = calloc(n ? n : 1, sizeof(*groups));
-    if (!groups) {
-        abort();
-    }
-    size_t ng = 0;
-    uint64_t need_new = 0, base = 0;
+    uint64_t eof = file_node_size(s->file), end = 0, base = 0;
+    bool outer = !s->rb_batch;
+    s->rb_batch = true;
     int rc = 0;
-    for (size_t k = 0; k < n && rc == 0; k++) {
-        uint32_t l1i = (uint32_t)((cl[k].voff >> s->cluster_bits) >> s->l2_bits);
-        if (ng == 0 || groups[ng - 1].l1i != l1i) {
-            struct ram_group *g = &groups[ng++];
-            *g = (struct ram_group){.l1i = l1i, .first = k};
-            rc = qcow2_l2_for_write(s, l1i, &g->l2, &g->l2off, errp);
-            if (rc < 0) {
-                g->l2 = NULL;
-                break;
-            }
-        }
-        groups[ng - 1].count++;
-        rc = plan_cluster(s, &groups[ng - 1], &cl[k], page_map, map_pos, &need_new, errp);
-    }
-    /*
-     * New clusters, one contiguous run per L2 table (at most l2_entries at
-     * a time: the allocator's search stays short; consecutive runs land
-     * next to each other at the end of the file).
-     */
-    uint64_t eof = file_node_size(s->file), end = 0;
-    for (size_t gi = 0; rc == 0 && need_new && gi < ng; gi++) {
+    for (size_t gi = 0; rc == 0 && gi < ng; gi++) {
         struct ram_group *g = &groups[gi];
         uint64_t want = 0;
         for (size_t k = g->first; k < g->first + g->count; k++) {
@@ -536,6 +602,9 @@ static int write_clusters(struct qcow2_state *s, struct ram_cluster *cl, size_t 
             end = base + (want << s->cluster_bits) > end ? base + (want << s->cluster_bits) : end;
         }
     }
+    if (outer && qcow2_cache_write_dirty(s, &s->rb_cache, rc < 0 ? NULL : errp) < 0) {
+        rc = -1;
+    }
     /* Clusters that stay holes to their end must still lie inside the file:
      * a mapping of them past its end would fault (SIGBUS). */
     if (rc == 0 && end > file_node_size(s->file)) {
@@ -543,14 +612,61 @@ static int write_clusters(struct qcow2_state *s, struct ram_cluster *cl, size_t 
     }
     if (rc < 0) {
         for (size_t k = 0; k < n; k++) {
-            if (cl[k].target == 1) {
-                cl[k].target = 0; /* never allocated */
+            if (cl[k].target > 1 && !cl[k].in_place) {
+                qcow2_free_clusters(s, cl[k].target, 1, NULL);
             }
+            cl[k].target = cl[k].in_place ? cl[k].target : 0; /* nothing new */
+        }
+        if (outer) {
+            qcow2_cache_write_dirty(s, &s->rb_cache, NULL); /* a failure here leaks at most */
         }
     }
+    s->rb_batch = !outer;
+    return rc;
+}
+
+static int write_clusters(struct qcow2_state *s, struct ram_cluster *cl, size_t n,
+                          uint64_t *page_map, uint64_t map_pos, bool in_flight, struct error **errp)
+{
+    /* Group by L2 table (the runs come sorted, so each table once). */
+    struct ram_group *groups = calloc(n ? n : 1, sizeof(*groups));
+    if (!groups) {
+        abort();
+    }
+    size_t ng = 0;
+    uint64_t need_new = 0;
+    int rc = 0;
+    for (size_t k = 0; k < n && rc == 0; k++) {
+        uint32_t l1i = (uint32_t)((cl[k].voff >> s->cluster_bits) >> s->l2_bits);
+        if (ng == 0 || groups[ng - 1].l1i != l1i) {
+            struct ram_group *g = &groups[ng++];
+            *g = (struct ram_group){.l1i = l1i, .first = k};
+            rc = qcow2_l2_for_write(s, l1i, &g->l2, &g->l2off, errp);
+            if (rc < 0) {
+                g->l2 = NULL;
+                break;
+            }
+        }
+        groups[ng - 1].count++;
+        rc = plan_cluster(s, &groups[ng - 1], &cl[k], page_map, map_pos, &need_new, errp);
+    }
+    if (rc == 0 && need_new) {
+        rc = allocate_targets(s, groups, ng, cl, n, errp);
+    }
+    for (size_t k = 0; rc < 0 && k < n; k++) {
+        cl[k].target = cl[k].target == 1 ? 0 : cl[k].target; /* a plan failed: never allocated */
+    }
+    bool drops = false;
+    for (size_t gi = 0; gi < ng; gi++) {
+        drops |= groups[gi].drops;
+    }
     struct io_writer *w = rc == 0 ? ram_writer(s) : NULL;
+    /* The last batch, if left in flight, is written before this one starts. */
+    if (w && (rc = settle_in_flight(s, errp)) < 0) {
+        w = NULL;
+    }
     if (w) {
-        struct pending_write p = {0};
+        struct pending p = {{0}, {0}};
         uint64_t lo = UINT64_MAX, hi = 0;
         for (size_t k = 0; k < n; k++) {
             if (cl[k].target) {
@@ -559,17 +675,13 @@ static int write_clusters(struct qcow2_state *s, struct ram_cluster *cl, size_t 
                 hi = cl[k].target + s->cluster_size > hi ? cl[k].target + s->cluster_size : hi;
             }
         }
-        pending_flush(w, &p);
-        rc = io_writer_drain(w, errp);
-        /*
-         * The disk writes this batch out while the next one is built.  The
-         * drain after it waits for nothing; it reports a hint that failed
-         * as it was submitted (an I/O error, or the fault hook's), so that
-         * the batch fails like any other whose host I/O failed.
-         */
-        if (rc == 0 && lo < hi) {
-            io_writer_writeback(w, lo, hi - lo);
-            rc = io_writer_drain(w, errp);
+        pending_flush(w, &p.data);
+        pending_flush(w, &p.hole);
+        if (in_flight && !drops) {
+            s->ram_inflight_lo = lo < hi ? lo : 0;
+            s->ram_inflight_hi = lo < hi ? hi : 0;
+        } else {
+            rc = ram_settle(w, lo, hi, errp);
         }
     }
     bool flushed = false;
@@ -702,13 +814,17 @@ static int write_pages(struct qcow2_state *s, uint64_t base, uint64_t pos, const
 }
 
 int qcow2_vmstate_write_ram(struct block_node *node, const struct block_vmstate_run *runs, size_t n,
-                            uint64_t *page_map, uint64_t map_pos, struct error **errp)
+                            uint64_t *page_map, uint64_t map_pos, bool in_flight,
+                            struct error **errp)
 {
     struct qcow2_state *s = node->opaque;
     uint64_t base = qcow2_vmstate_offset(s, s->size);
     struct ram_cluster *cl = NULL;
     size_t ncl = 0, cap = 0;
     int rc = qcow2_check_writable(s, errp);
+    if (rc == 0 && !in_flight) {
+        rc = settle_in_flight(s, errp); /* a batch written before, still in flight */
+    }
     uint64_t first_l1 = UINT64_MAX, end_l1 = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         const struct block_vmstate_run *r = &runs[i];
@@ -753,7 +869,9 @@ int qcow2_vmstate_write_ram(struct block_node *node, const struct block_vmstate_
         }
     }
     if (rc == 0 && ncl) {
-        rc = write_clusters(s, cl, ncl, page_map, map_pos, errp);
+        rc = write_clusters(s, cl, ncl, page_map, map_pos, in_flight, errp);
+    } else if (rc == 0) {
+        rc = settle_in_flight(s, errp); /* nothing of this batch left in flight, nor of the last */
     }
     free(cl);
     if (rc < 0) {
@@ -793,6 +911,41 @@ static uint64_t *vmstate_l1(struct qcow2_state *s, const struct qcow2_snapshot *
     *from = qcow2_guest_l1_entries(s, sn->l1_size);
     memset(l1, 0, (size_t)*from * 8);
     return l1;
+}
+
+/*
+ * The commit write of a share failed: did it land?  A write that failed
+ * did not reach the page cache, so the entries read back are what a
+ * re-open sees (the argument of qcow2_txn_abort).  None of them: the share
+ * is undone, raised refcounts included (they were 2-3 thousand leaked
+ * clusters per failed share of a 96 MiB vmstate).  All: it took effect
+ * after all, and the area shares (false).  Anything else, or no read:
+ * forgotten in memory, leaked on disk.
+ */
+static bool share_failed(struct qcow2_state *s, const uint64_t *l1, uint32_t from, uint32_t to)
+{
+    uint64_t n = to - from, none = 0, all = 0;
+    uint8_t *back = malloc(n * 8);
+    if (!back) {
+        abort();
+    }
+    bool read = qcow2_file_pread(s, s->l1_offset + (uint64_t)from * 8, back, n * 8, NULL) == 0;
+    for (uint64_t i = 0; read && i < n; i++) {
+        uint64_t e = be64_get(back + i * 8);
+        none += e == 0;
+        all += e == s->l1[from + i];
+    }
+    free(back);
+    if (read && all == n) {
+        return false;
+    }
+    for (uint32_t i = from; i < to; i++) {
+        s->l1[i] = 0;
+    }
+    if (read && none == n) {
+        qcow2_update_l1_refcounts(s, l1, from, to, -1, NULL); /* a failure here leaks, as before */
+    }
+    return true;
 }
 
 /*
@@ -844,12 +997,13 @@ int qcow2_vmstate_share(struct block_node *node, const char *id, struct error **
             s->l1[i] = l1[i] & L1E_OFFSET_MASK; /* shared: no COPIED */
         }
         /* The commit point: the active L1 names the shared tables. */
-        rc = qcow2_write_table(s, s->l1_offset, s->l1, s->l1_size, (uint64_t)s->l1_size * 8, errp);
-        if (rc < 0) {
-            /* Whether it landed is unknown: forget in memory, leak on disk. */
-            for (uint32_t i = from; i < to; i++) {
-                s->l1[i] = 0;
-            }
+        struct error *err = NULL;
+        rc = qcow2_write_table(s, s->l1_offset, s->l1, s->l1_size, (uint64_t)s->l1_size * 8, &err);
+        if (rc < 0 && share_failed(s, l1, from, to)) {
+            error_propagate(errp, err);
+        } else {
+            error_free(err);
+            rc = 0;
         }
     }
     free(l1);

@@ -65,6 +65,7 @@ void qcow2_drop_later(struct qcow2_state *s, uint64_t entry, bool is_table)
  */
 int qcow2_barrier(struct qcow2_state *s, struct error **errp)
 {
+    qcow2_vmstate_quiesce(s); /* data left in flight is part of what this flush makes durable */
     s->unflushed_refcounts = false;
     if (bdrv_child_flush(s->file, errp) < 0) {
         return -1;
@@ -707,6 +708,7 @@ const struct block_driver block_driver_qcow2 = {
         .vmstate_read = qcow2_vmstate_read,
         .vmstate_discard = qcow2_vmstate_discard,
         .vmstate_write_ram = qcow2_vmstate_write_ram,
+        .vmstate_ram_wait = qcow2_vmstate_ram_wait,
         .vmstate_share = qcow2_vmstate_share,
         .vmstate_shares = qcow2_vmstate_shares,
         .snapshot_space = qcow2_snapshot_space,

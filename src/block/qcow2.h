@@ -170,6 +170,7 @@ struct qcow2_state {
     uint64_t dbuf_entry_pending; /* the entry being decompressed (for errors) */
 
     struct io_writer *ram_writer; /* the vmstate RAM writer, kept across batches (or NULL) */
+    uint64_t ram_inflight_lo, ram_inflight_hi; /* host range of a batch left in flight (lo < hi) */
 };
 
 /* ---- byte order ---- */
@@ -385,7 +386,11 @@ bool qcow2_vmstate_shares(struct block_node *node, const char *id);
 int qcow2_snapshot_space(struct block_node *node, const char *name_or_id, uint64_t *stored,
                          uint64_t *exclusive, struct error **errp);
 int qcow2_vmstate_write_ram(struct block_node *node, const struct block_vmstate_run *runs, size_t n,
-                            uint64_t *page_map, uint64_t map_pos, struct error **errp);
+                            uint64_t *page_map, uint64_t map_pos, bool in_flight,
+                            struct error **errp);
+int qcow2_vmstate_ram_wait(struct block_node *node, struct error **errp);
+/* Before a flush: the RAM writes left in flight are done (a failure kept for the RAM path). */
+void qcow2_vmstate_quiesce(struct qcow2_state *s);
 /* At close: waits for the RAM writer's last requests and frees it. */
 void qcow2_vmstate_close(struct qcow2_state *s);
 int qcow2_snapshot_vmstate_read(struct block_node *node, const char *name_or_id, uint64_t pos,

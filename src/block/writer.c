@@ -328,12 +328,17 @@ static const char *const kind_names[] = {
         [IO_WRITER_WRITEBACK] = "writeback",
 };
 
-int io_writer_drain(struct io_writer *w, struct error **errp)
+void io_writer_wait(struct io_writer *w)
 {
     if (w->ring && w->inflight) {
         io_uring_submit(w->ring);
         reap(w, true);
     }
+}
+
+int io_writer_drain(struct io_writer *w, struct error **errp)
+{
+    io_writer_wait(w);
     if (w->err) {
         error_setg_errno(errp, w->err, "%s of %llu bytes at %llu to '%s' failed",
                          kind_names[w->err_req.kind], (unsigned long long)w->err_req.len,

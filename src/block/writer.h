@@ -90,6 +90,8 @@ void io_writer_writeback(struct io_writer *w, uint64_t off, uint64_t len);
  * request since the last drain) in *errp, after which the writer is usable
  * again. */
 int io_writer_drain(struct io_writer *w, struct error **errp);
+/* Wait as drain does, but keep a failure for the next drain to report. */
+void io_writer_wait(struct io_writer *w);
 void io_writer_destroy(struct io_writer *w);
 
 #endif

@@ -20,6 +20,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "hostile"))
+from faultctl import FaultCtl, fault_env  # noqa: E402
 from qcow2img import Image  # noqa: E402
 from qmp import QMPError  # noqa: E402
 from snapshot_vm import Disk, Guest, qemu_img_check, qemu_img_snapshots  # noqa: E402
@@ -125,6 +126,64 @@ def test_interleaved_ram_is_packed_as_the_format_says(tmp_path):
     assert packed >= size * MiB // (64 << 10) - 8, packed  # the guest's own pages aside
     assert rebuilt == saved
     assert load_into_file(tmp_path, disk, "a", size, "load") == saved
+
+
+def test_every_write_of_a_pipelined_save_failing_fails_that_save(tmp_path):
+    """A save's first pass leaves each batch of RAM writes in flight while it
+    plans the next (src/block/qcow2-vmstate.c, Pipelining): a failure of one
+    is seen by the call for the next batch, or by the wait after the last.
+    Each write of the save fails in turn, the RAM batches of all three
+    chunks among them: every such save fails and says why, and leaves no
+    snapshot; the image stays clean and the save after them is whole.  The
+    save writes each refcount block once per batch, not once per cluster,
+    so a save of 96 MiB makes a few dozen writes."""
+    size = 96  # three chunks of 32 MiB: two batches are reported by a later call
+    ram = tmp_path / "vm.ram"
+    interleaved_ram(ram, size * MiB)
+    disk = Disk("disk0", "qcow2", "64M")
+    img = disk.path(tmp_path)
+    env = fault_env(tmp_path)
+    g = Guest(tmp_path, disks=[disk], mem=str(size), extra=["-mem-path", str(ram)],
+              env=env).start()
+    try:
+        f = FaultCtl(env["SNAPVM_FAULT_CTL"])
+        g.qmp.cmd("stop")
+        for _ in range(2):  # the second save reuses what the first one's delete freed
+            f.reset()
+            g.qmp.cmd("savevm", tag="probe")
+            writes = f.counts()["write"]
+            g.qmp.cmd("delvm", tag="probe")
+        assert writes < 100, writes  # not one per cluster
+        ram_batches = failed = 0
+        for nth in range(1, writes + 1):
+            f.arm(f"op=write,nth={nth},errno=EIO,path=disk0.qcow2")
+            try:
+                g.qmp.cmd("savevm", tag="a")
+                error = None
+            except QMPError as e:
+                error = e.desc
+            c = f.counts()
+            f.disarm()
+            # A save that failed did fire its fault (a failed save may make fewer
+            # writes; a refcount drop after the commit point fails without the save).
+            fired = c["last-injected"].startswith(f"write #{nth} ")
+            assert fired or error is None, (nth, error, c["last-injected"])
+            if error is None:
+                g.qmp.cmd("delvm", tag="a")
+                continue
+            failed += 1
+            assert "Input/output error" in error, (nth, error)
+            assert "a" not in qemu_img_snapshots(img), nth
+            m = re.search(r"\((\d+) bytes at", c["last-injected"])
+            ram_batches += int(m.group(1)) >= 8 * MiB  # a chunk's slots: 16 MiB
+        assert failed >= writes // 2 and ram_batches >= 3, (failed, writes, ram_batches)
+        saved = save_stopped(g, ram, "b")
+    finally:
+        g.stop()
+    assert qemu_img_check(img) == (0, 0)
+    assert set(qemu_img_snapshots(img)) == {"b"}
+    assert rebuild_ram(img, "b")[0] == saved
+    assert load_into_file(tmp_path, disk, "b", size, "load") == saved
 
 
 @pytest.mark.parametrize("layout", ["sparse", "fallocated"])

@@ -310,11 +310,11 @@ static void test_vmstate_ram_rewrite_in_place(void **state)
     }
     uint64_t map[2] = {0};
     struct block_vmstate_run run = {.pos = 0, .buf = ram, .len = sizeof(ram)};
-    assert_int_equal(block_vmstate_write_ram(n, &run, 1, map, 0, NULL), 0);
+    assert_int_equal(block_vmstate_write_ram(n, &run, 1, map, 0, false, NULL), 0);
     assert_int_equal(map[0], 0x55555555u);
     memset(ram + 2 * 4096, 0, 4096); /* stored non-zero: must become a hole */
     fill(ram + 3 * 4096, 4096, 6);   /* was a hole: must be written */
-    assert_int_equal(block_vmstate_write_ram(n, &run, 1, map, 0, NULL), 0);
+    assert_int_equal(block_vmstate_write_ram(n, &run, 1, map, 0, false, NULL), 0);
     assert_int_equal(map[0], 0x55555559u);
     assert_int_equal(block_vmstate_read(n, 0, back, sizeof(back), NULL), 0);
     assert_memory_equal(back, ram, sizeof(ram));
