@@ -122,7 +122,7 @@ int block_vmstate_discard(struct block_node *node, struct error **errp);
  * in flight, so that the disk writes one batch while the caller prepares
  * the next (a save's first pass).  Their buffers must then stay valid and
  * unchanged in meaning until block_vmstate_ram_wait(); the next call waits
- * for them too, before it writes anything.  A failure among them is
+ * for them too, before it submits its own batch.  A failure among them is
  * reported by that next call or by block_vmstate_ram_wait(): the save has
  * failed, and the batch's clusters are the area's (block_vmstate_discard
  * frees them).  Every flush of the node waits for them first, so no table

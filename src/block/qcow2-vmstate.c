@@ -313,7 +313,7 @@ static void pending_add(struct io_writer *w, struct pending_write *p, uint64_t o
                         const uint8_t *buf, uint64_t len)
 {
     bool joins = p->len && p->off + p->len == off && p->len < (64u << 20) &&
-                 (buf ? p->buf + p->len == buf : true);
+                 (!buf || p->buf + p->len == buf);
     if (joins) {
         p->len += len;
         return;
@@ -678,8 +678,8 @@ static int write_clusters(struct qcow2_state *s, struct ram_cluster *cl, size_t 
         pending_flush(w, &p.data);
         pending_flush(w, &p.hole);
         if (in_flight && !drops) {
-            s->ram_inflight_lo = lo < hi ? lo : 0;
-            s->ram_inflight_hi = lo < hi ? hi : 0;
+            s->ram_inflight_lo = lo;
+            s->ram_inflight_hi = hi;
         } else {
             rc = ram_settle(w, lo, hi, errp);
         }
@@ -822,9 +822,6 @@ int qcow2_vmstate_write_ram(struct block_node *node, const struct block_vmstate_
     struct ram_cluster *cl = NULL;
     size_t ncl = 0, cap = 0;
     int rc = qcow2_check_writable(s, errp);
-    if (rc == 0 && !in_flight) {
-        rc = settle_in_flight(s, errp); /* a batch written before, still in flight */
-    }
     uint64_t first_l1 = UINT64_MAX, end_l1 = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         const struct block_vmstate_run *r = &runs[i];

@@ -170,7 +170,8 @@ struct qcow2_state {
     uint64_t dbuf_entry_pending; /* the entry being decompressed (for errors) */
 
     struct io_writer *ram_writer; /* the vmstate RAM writer, kept across batches (or NULL) */
-    uint64_t ram_inflight_lo, ram_inflight_hi; /* host range of a batch left in flight (lo < hi) */
+    uint64_t ram_inflight_lo,
+            ram_inflight_hi; /* host range of a batch left in flight (none: lo >= hi) */
 };
 
 /* ---- byte order ---- */
